@@ -1,0 +1,1 @@
+"""The domain: definitions, instance state, expressions and errors. No IO."""

@@ -1,0 +1,119 @@
+"""Parsed process definitions: immutable, compiled once and shared by every instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from process_engine.domain.expressions import Expression
+from process_engine.domain.jsonpaths import JsonPath
+from process_engine.domain.templates import Template
+
+TRIGGER_TYPES = ("redpanda", "kafka", "schedule", "api")
+INSTANCE_MODES = ("single", "restart", "queued", "parallel")
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """How instances start: a topic message, a cron tick or an API call."""
+
+    type: str
+    topic: str | None = None
+    condition: Expression | None = None
+    correlate: JsonPath | None = None
+    mode: str = "parallel"
+    cron: str | None = None
+
+    @property
+    def is_topic(self) -> bool:
+        """True when messages on `topic` start instances."""
+        return self.type in ("redpanda", "kafka")
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """A process variable, taken from the trigger message (`source`) or fixed (`value`)."""
+
+    name: str
+    source: JsonPath | None = None
+    value: Any = None
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a failing service action is tried, and how long to wait between tries."""
+
+    max_attempts: int = 1
+    backoff: timedelta = timedelta(seconds=1)
+    multiplier: float = 2.0
+    max_backoff: timedelta = timedelta(minutes=5)
+    jitter: float = 0.1
+
+    def delay(self, attempt: int) -> timedelta:
+        """The wait after failed attempt number `attempt` (1-based), before jitter."""
+        seconds = self.backoff.total_seconds() * self.multiplier ** (attempt - 1)
+        return timedelta(seconds=min(seconds, self.max_backoff.total_seconds()))
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """One node of the activity graph. `next` is already resolved (implicit next applied)."""
+
+    id: str
+    type: str
+    next: str | None = None
+    line: int | None = None
+    # decision / wait
+    condition: Expression | None = None
+    true_path: str | None = None
+    false_path: str | None = None
+    # service
+    action: str | None = None
+    config: Template | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_error: str | None = None
+    # timer
+    duration: timedelta | None = None
+    until: Expression | None = None
+    # wait
+    timeout: timedelta | None = None
+    timeout_path: str | None = None
+    # set: variable name -> expression (or a plain value wrapped as Template)
+    assignments: tuple[tuple[str, Expression | Template], ...] = ()
+    # parallel
+    branches: tuple[str, ...] = ()
+    # custom activity types keep their raw options and the plug-in that runs them
+    options: dict[str, Any] = field(default_factory=dict)
+    handler: Any = field(default=None, compare=False, repr=False)
+
+    def targets(self) -> tuple[str, ...]:
+        """Every activity id this one can continue with."""
+        found = [self.next, self.true_path, self.false_path, self.on_error, self.timeout_path]
+        return tuple(t for t in [*found, *self.branches] if t)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessDefinition:
+    """A whole process: trigger, variables and the activity graph, keyed by id."""
+
+    id: str
+    name: str
+    version: int
+    trigger: Trigger
+    variables: tuple[Variable, ...]
+    activities: dict[str, Activity]
+    start_activity: str
+    content_hash: str = ""
+    source_file: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def activity(self, activity_id: str) -> Activity:
+        """The activity with this id; KeyError names it when missing."""
+        return self.activities[activity_id]
+
+    @property
+    def correlated(self) -> bool:
+        """True when instances are keyed by a correlation value."""
+        return self.trigger.correlate is not None

@@ -1,0 +1,121 @@
+"""The working state of one `advance` call: a mutable scratchpad, frozen again at the end."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from process_engine.domain.definition import ProcessDefinition
+from process_engine.domain.instance import InstanceState, Token
+from process_engine.engine.commands import (
+    CancelTimer,
+    Command,
+    InstanceCompleted,
+    InstanceFailed,
+    RecordHistory,
+)
+
+# A loop of activities with no timer, wait or action in it would never give control back.
+MAX_ACTIVITIES_PER_STEP = 1000
+
+
+class Run:
+    """Mutable copy of an instance plus the commands produced so far."""
+
+    def __init__(self, definition: ProcessDefinition, instance: InstanceState, now: datetime):
+        self.definition = definition
+        self.instance = instance
+        self.now = now
+        self.status = instance.status
+        self.variables = dict(instance.variables)
+        self.tokens: dict[str, Token] = {token.id: token for token in instance.tokens}
+        self.visits = dict(instance.visits)
+        self.next_token = instance.next_token
+        self.error = instance.error
+        self.completed_at = instance.completed_at
+        self.parked = list(instance.parked)
+        self.commands: list[Command] = []
+        self.ready: deque[str] = deque()
+        self.executed = 0
+
+    # -- history and commands -------------------------------------------------
+    def record(self, activity_id: str | None, event_type: str, message: str | None = None, **data: Any) -> None:
+        """Append a history row."""
+        self.commands.append(RecordHistory(activity_id, event_type, self.now, data or None, message))
+
+    def emit(self, command: Command) -> None:
+        """Ask the host to do something."""
+        self.commands.append(command)
+
+    # -- tokens ---------------------------------------------------------------
+    def new_token(self, activity_id: str, forks: tuple[tuple[str, int], ...] = ()) -> Token:
+        """Create a token on `activity_id`, ready to run."""
+        token = Token(id=f"t{self.next_token}", activity_id=activity_id, forks=forks)
+        self.next_token += 1
+        self.tokens[token.id] = token
+        self.ready.append(token.id)
+        return token
+
+    def move(self, token: Token, activity_id: str) -> None:
+        """Send a token on to another activity and queue it to run."""
+        self.tokens[token.id] = replace(token, activity_id=activity_id, waiting=None, timer_id=None, attempt=0)
+        self.ready.append(token.id)
+
+    def update(self, token: Token, **changes: Any) -> Token:
+        """Replace a token's fields."""
+        changed = replace(token, **changes)
+        self.tokens[token.id] = changed
+        return changed
+
+    def remove(self, token: Token) -> None:
+        """Retire a token (it reached an end or merged at a join)."""
+        self.tokens.pop(token.id, None)
+
+    def enter(self, activity_id: str) -> int:
+        """Count a visit to an activity; returns the visit number."""
+        visit = self.visits.get(activity_id, 0) + 1
+        self.visits[activity_id] = visit
+        return visit
+
+    def drop_timers(self) -> None:
+        """Cancel every timer a token still waits on."""
+        for token in list(self.tokens.values()):
+            if token.timer_id:
+                self.emit(CancelTimer(token.timer_id))
+                self.update(token, timer_id=None)
+
+    # -- endings --------------------------------------------------------------
+    def complete(self) -> None:
+        """Every token reached an end."""
+        self.status = "completed"
+        self.completed_at = self.now
+        self.record(None, "process_completed", "instance completed")
+        self.emit(InstanceCompleted(self.now))
+
+    def fail(self, activity_id: str | None, reason: str) -> None:
+        """Stop the instance as failed, with the reason in its history."""
+        if self.status != "running":
+            return
+        self.drop_timers()
+        self.status = "failed"
+        self.error = reason
+        self.completed_at = self.now
+        self.ready.clear()
+        self.record(activity_id, "failed", reason)
+        self.emit(InstanceFailed(self.now, reason))
+
+    def freeze(self) -> InstanceState:
+        """The new, immutable instance state."""
+        return replace(
+            self.instance,
+            status=self.status,
+            variables=self.variables,
+            tokens=tuple(self.tokens.values()),
+            visits=self.visits,
+            next_token=self.next_token,
+            error=self.error,
+            completed_at=self.completed_at,
+            parked=tuple(self.parked),
+        )

@@ -1,0 +1,176 @@
+"""The ports: what the engine's host needs from the outside world, as Protocols.
+
+Adapters implement these; the domain and the walker never import an adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from process_engine.domain.instance import InstanceState
+from process_engine.engine.commands import Command
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCoordinate:
+    """Where a Kafka message sits: the trigger ledger's key."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The outcome of one walker step for one instance, committed all or nothing.
+
+    `expected_version` is the instance version the step was computed from (None for a
+    new instance). The store bumps the version; a mismatch raises ConcurrencyConflict.
+    `commands` are what is still to be done: history rows, timers to create or drop,
+    actions for the outbox. `consumed_timer` / `consumed_action` name the timer row or
+    outbox row this step used up; it must still exist, so it is used exactly once.
+    """
+
+    instance: InstanceState
+    expected_version: int | None
+    commands: tuple[Command, ...] = ()
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    consumed_timer: str | None = None
+    consumed_action: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A trigger message that started (or refreshed) an instance: never processed twice."""
+
+    coordinate: MessageCoordinate
+    definition_id: str
+    instance_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be processed, kept for inspection and skipped."""
+
+    coordinate: MessageCoordinate
+    reason: str
+    payload: bytes | None = None
+    key: bytes | None = None
+    definition_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One row of `process_history` as read back."""
+
+    event_id: str
+    instance_id: str
+    activity_id: str | None
+    event_type: str
+    timestamp: datetime
+    data: dict[str, Any] | None
+    message: str | None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DueTimer:
+    """A timer claimed for firing."""
+
+    timer_id: str
+    instance_id: str
+    token_id: str
+    activity_id: str
+    due_at: datetime
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAction:
+    """An outbox row claimed for delivery."""
+
+    idempotency_key: str
+    instance_id: str
+    token_id: str
+    activity_id: str
+    action: str
+    config: Any
+    attempt: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDefinition:
+    """A definition as the registry keeps it."""
+
+    id: str
+    version: int
+    name: str
+    definition: dict[str, Any]
+    content_hash: str
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceQuery:
+    """Filters for listing instances."""
+
+    status: str | None = None
+    definition_id: str | None = None
+    limit: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class InstanceStore(Protocol):
+    """Durable home of instances, history, timers, the outbox and the trigger ledger."""
+
+    def commit(
+        self,
+        steps: Sequence[Step],
+        ledger: Sequence[LedgerEntry] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> None:
+        """Commit every step, ledger entry and dead letter in one transaction.
+
+        Raises ConcurrencyConflict if any step's expected version is stale or its
+        consumed timer/action is gone; nothing is written then.
+        """
+
+    def load(self, instance_id: str) -> InstanceState | None:
+        """One instance by id."""
+
+    def active_by_key(self, definition_id: str, correlation_key: str) -> list[InstanceState]:
+        """Running or suspended instances of a definition with this key, oldest first."""
+
+    def find_instances(self, query: InstanceQuery) -> list[InstanceState]:
+        """Instances matching the filters, newest first."""
+
+    def history(self, instance_id: str) -> list[HistoryRecord]:
+        """An instance's history, oldest first."""
+
+    def seen_messages(self, coordinates: Sequence[MessageCoordinate]) -> set[MessageCoordinate]:
+        """Which of these messages are already in the trigger ledger."""
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead-lettered messages."""
+
+    def save_definition(self, definition: StoredDefinition) -> StoredDefinition:
+        """Store a definition; same id and content hash gives back the stored version,
+        a new hash gets the next version number."""
+
+    def load_definition(self, definition_id: str, version: int) -> StoredDefinition | None:
+        """One stored definition version."""
+
+    def claim_due_timers(self, now: datetime, limit: int, lease_seconds: float) -> list[DueTimer]:
+        """Timers due at `now`, claimed for `lease_seconds` so no other replica takes them."""
+
+    def next_timer_due(self) -> datetime | None:
+        """When the earliest unclaimed timer is due."""
+
+    def claim_actions(self, now: datetime, limit: int, lease_seconds: float) -> list[PendingAction]:
+        """Outbox actions ready for delivery, claimed for `lease_seconds`."""
