@@ -2,11 +2,147 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from process_engine.adapters.actions import ActionContext, ActionRegistry, builtin_registry
+from process_engine.adapters.definition_folder import DefinitionFolder
+from process_engine.adapters.kafka_consumer import ConsumerSettings, TriggerConsumer
+from process_engine.adapters.kafka_producer import KafkaPublisher, kafka_config
+from process_engine.adapters.mqtt import MqttPublisher, MqttSettings
+from process_engine.adapters.outbox import OutboxWorker
+from process_engine.adapters.postgres.migrations import migrate
+from process_engine.adapters.postgres.store import PostgresInstanceStore
+from process_engine.adapters.timers import TimerService
 from process_engine.domain.building import Extensions
+from process_engine.domain.errors import ConfigError
+from process_engine.domain.instance import InstanceState
+from process_engine.engine import RunAction
+from process_engine.ports import Step
+from process_engine.runtime.dispatcher import Dispatcher, utc_now
+from process_engine.runtime.registry import DefinitionRegistry
+from process_engine.settings import DEFAULT_NOTIFY_TARGET, Settings
 
-BUILT_IN_ACTIONS = ("mqtt_publish", "log", "notify", "kafka_publish", "http")
+log = logging.getLogger("process_engine")
+ACTIVITY_ENTRY_POINTS = "process_engine.activities"
+# Actions that are local and cheap run inside the step, saving an outbox round trip.
+INLINE_ACTIONS = ("log",)
 
 
-def definition_extensions() -> Extensions:
-    """Action names and custom activity types that definitions may use."""
-    return Extensions(actions={name: None for name in BUILT_IN_ACTIONS})
+def custom_activity_types() -> dict[str, Any]:
+    """Activity types plugged in through the `process_engine.activities` entry point group."""
+    types = {}
+    for entry_point in importlib.metadata.entry_points(group=ACTIVITY_ENTRY_POINTS):
+        try:
+            types[entry_point.name] = entry_point.load()()
+        except Exception as error:
+            raise ConfigError(f"activity type {entry_point.name} = {entry_point.value} failed to load: {error}") from error
+    return types
+
+
+def definition_extensions(actions: ActionRegistry | None = None) -> Extensions:
+    """Action names (with their config checks) and custom activity types definitions may use."""
+    if actions is None:
+        actions = builtin_registry(notify_default_target=DEFAULT_NOTIFY_TARGET)
+        actions.load_entry_points()
+    checks = {name: (lambda config, name=name: actions.validate(name, config)) for name in actions.names()}
+    return Extensions(actions=checks, activity_types=custom_activity_types())
+
+
+def inline_runner(actions: ActionRegistry, name: str) -> Callable[[RunAction, InstanceState], Any]:
+    """Run an inline action with the same context the outbox gives."""
+
+    def run(command: RunAction, instance: InstanceState) -> Any:
+        context = ActionContext(command.idempotency_key, instance.id, command.activity_id, command.attempt, instance.definition_id)
+        return actions.run(name, command.config, context)
+
+    return run
+
+
+@dataclass
+class Engine:
+    """The running service: consumer, timers, outbox, hot reload (and HTTP, wired by the CLI)."""
+
+    settings: Settings
+    clock: Callable[[], datetime] = utc_now
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    step_listeners: list[Callable[[list[Step]], None]] = field(default_factory=list)
+
+    def build(self) -> None:
+        """Connect, migrate and wire every part; nothing runs yet."""
+        settings = self.settings
+        migrate(settings.database_url)
+        self.store = PostgresInstanceStore.connect(settings.database_url)
+        security = kafka_config(settings.kafka_security)
+        self.mqtt = MqttPublisher(MqttSettings.from_url(settings.mqtt_url)) if settings.mqtt_url else None
+        self.kafka = KafkaPublisher({"bootstrap.servers": settings.kafka_brokers, **security})
+        self.actions = builtin_registry(self.mqtt, self.kafka, dict(settings.notify_channels), notify_default_target=settings.notify_default_target)
+        self.actions.load_entry_points()
+        self.extensions = definition_extensions(self.actions)
+        self.registry = DefinitionRegistry(self.store, self.extensions)
+        inline = {name: inline_runner(self.actions, name) for name in INLINE_ACTIONS}
+        self.dispatcher = Dispatcher(self.store, self.registry, clock=self.clock, inline_actions=inline, on_steps=self._steps_committed)
+        self.folder = DefinitionFolder(settings.definitions_path, self.registry, self.extensions)
+        self.timers = TimerService(self.store, self.dispatcher, clock=self.clock)
+        self.outbox = OutboxWorker(self.store, self.dispatcher, self.actions, clock=self.clock)
+        consumer_settings = ConsumerSettings(settings.kafka_brokers, settings.group_id, settings.batch_size, security=security)
+        self.consumer = TriggerConsumer(consumer_settings, self.dispatcher, self.registry)
+
+    def _steps_committed(self, steps: list[Step]) -> None:
+        self.timers.notice(steps)
+        self.outbox.notice(steps)
+        for listener in self.step_listeners:
+            listener(steps)
+
+    def start(self) -> None:
+        """Load definitions and start every worker."""
+        self.folder.scan()
+        for error in self.folder.errors():
+            log.error("invalid definition: %s", error.location_text())
+        log.info("active definitions: %s", ", ".join(d.id for d in self.registry.active()) or "none")
+        if self.mqtt is not None:
+            self.mqtt.start(wait=5.0)
+        self.timers.start()
+        self.timers.schedule_triggers(self.registry.active())
+        self._spawn("consumer", self.consumer.run, self.stop_event)
+        self._spawn("outbox", self.outbox.run, self.stop_event)
+        self._spawn("definitions", self._watch)
+
+    def _watch(self) -> None:
+        while not self.stop_event.wait(2.0):
+            try:
+                if self.folder.scan():
+                    self.timers.schedule_triggers(self.registry.active())
+            except Exception:  # the watcher must survive a bad scan; the next one retries
+                log.exception("definition reload failed")
+
+    def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=self._guard, args=(name, target, *args), name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _guard(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        try:
+            target(*args)
+        except Exception:
+            log.exception("%s stopped unexpectedly; stopping the engine", name)
+            self.stop_event.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Graceful stop: the batch in hand commits, actions in flight finish, then close."""
+        self.stop_event.set()
+        self.outbox.stop_waiting()
+        for thread in self.threads:
+            thread.join(timeout)
+        self.timers.stop()
+        self.actions.close()
+        if self.mqtt is not None:
+            self.mqtt.close()
+        self.kafka.close()
+        self.store.close()

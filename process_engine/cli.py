@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +31,89 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if result.errors else 0
 
 
+def _settings():
+    from process_engine.settings import Settings
+
+    return Settings.from_environ(os.environ)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from process_engine.adapters.logs import configure_logging
+    from process_engine.service import run_service
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return run_service(settings)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from process_engine.adapters.postgres.migrations import migrate
+
+    settings = _settings()
+    applied = migrate(settings.database_url)
+    print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ' (up to date)'}")
+    return 0
+
+
+def _store():
+    from process_engine.adapters.postgres.store import PostgresInstanceStore
+
+    return PostgresInstanceStore.connect(_settings().database_url, min_size=1, max_size=2)
+
+
+def _instances(args: argparse.Namespace) -> int:
+    from process_engine.ports import InstanceQuery
+
+    with _store() as store:
+        rows = store.find_instances(InstanceQuery(status=args.status, definition_id=args.definition, limit=args.limit))
+    print(f"{'id':36}  {'definition':24} {'status':10} {'activity':20} started")
+    for instance in rows:
+        started = instance.started_at.isoformat(timespec="seconds") if instance.started_at else "-"
+        print(f"{instance.id:36}  {instance.definition_id[:24]:24} {instance.status:10} {(instance.current_activity or '-')[:20]:20} {started}")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    with _store() as store:
+        instance = store.load(args.instance_id)
+        if instance is None:
+            print(f"error: no instance {args.instance_id}", file=sys.stderr)
+            return 1
+        records = store.history(args.instance_id)
+    print(f"{instance.id} {instance.definition_id} v{instance.definition_version}: {instance.status}")
+    for record in records:
+        detail = record.message or (json.dumps(record.data, default=str) if record.data else "")
+        print(f"{record.timestamp.isoformat(timespec='milliseconds')}  {(record.activity_id or '-'):20} {record.event_type:18} {detail}")
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    from process_engine.service import start_by_hand
+
+    variables = {}
+    for item in args.var:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"error: --var needs name=value, got {item!r}", file=sys.stderr)
+            return 1
+        variables[name] = _parse_value(value)
+    try:
+        instance = start_by_hand(_settings(), args.definition_id, variables)
+    except KeyError:
+        print(f"error: no definition '{args.definition_id}' in PROCESS_DEFINITIONS_PATH", file=sys.stderr)
+        return 1
+    print(f"started {instance.id} ({instance.status}, at {instance.current_activity or '-'})")
+    return 0
+
+
+def _parse_value(text: str):
+    """JSON when it parses (numbers, booleans, objects), else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(
@@ -41,13 +126,35 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check definition files; exit 1 with file:line reasons on any error")
     validate.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: processes/)")
     validate.set_defaults(handler=_validate)
+    commands.add_parser("run", help="run the service: consumer, timers, actions, HTTP").set_defaults(handler=_run)
+    commands.add_parser("migrate", help="apply migrations/ in order, idempotently").set_defaults(handler=_migrate)
+    instances = commands.add_parser("instances", help="list recent instances")
+    instances.add_argument("--status", choices=["running", "completed", "failed", "suspended", "cancelled"])
+    instances.add_argument("--definition", help="only this definition id")
+    instances.add_argument("--limit", type=int, default=50)
+    instances.set_defaults(handler=_instances)
+    history = commands.add_parser("history", help="an instance's history, oldest first")
+    history.add_argument("instance_id")
+    history.set_defaults(handler=_history)
+    start = commands.add_parser("start", help="start an instance by hand")
+    start.add_argument("definition_id")
+    start.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="a variable (JSON values are parsed)")
+    start.set_defaults(handler=_start)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script: errors a user can fix are one line, not a traceback."""
+    from process_engine.domain.errors import ProcessEngineError
+
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except ProcessEngineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -24,6 +24,16 @@ class MessageCoordinate:
 
 
 @dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A message read from a trigger topic, not yet decoded."""
+
+    coordinate: MessageCoordinate
+    value: bytes | None
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """The outcome of one walker step for one instance, committed all or nothing.
 

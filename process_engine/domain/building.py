@@ -199,7 +199,7 @@ def _trigger(builder: _Builder, raw: Any) -> Trigger | None:
     mode = raw.get("mode") or ("single" if correlate else "parallel")
     if mode not in INSTANCE_MODES:
         builder.fail(path + ("mode",), f"unknown mode {mode!r} (expected one of {list(INSTANCE_MODES)})")
-    if cron is not None and len(cron.split()) not in (5, 6):
+    if cron is not None and len(cron.split()) != 5:
         builder.fail(path + ("cron",), f"bad cron {cron!r}: expected 5 fields (minute hour day month weekday)")
     return Trigger(type=kind, topic=topic, condition=condition, correlate=correlate, mode=mode, cron=cron)
 

@@ -1,0 +1,200 @@
+"""The trigger consumer: batches from Kafka into the dispatcher, offsets committed after the database.
+
+Per batch: `consume(num_messages=...)`, one database transaction through the
+dispatcher, then a synchronous offset commit. When the database is unreachable the
+assignment is paused (the consumer keeps polling so it stays in its group), the
+batch in hand is retried with backoff, and no offset moves until it commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from process_engine.domain.errors import StoreUnavailable
+from process_engine.ports import IncomingMessage, MessageCoordinate
+from process_engine.runtime.dispatcher import BatchResult, Dispatcher
+from process_engine.runtime.registry import DefinitionRegistry
+
+log = logging.getLogger("process_engine.consumer")
+
+
+@dataclass
+class ConsumerSettings:
+    """How to reach the cluster and how to consume."""
+
+    bootstrap_servers: str
+    group_id: str = "process-engine"
+    batch_size: int = 500
+    poll_timeout: float = 0.2
+    security: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def librdkafka(self) -> dict[str, Any]:
+        """The consumer configuration."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            # Fast group joins and quick discovery of topics created after start.
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1500,
+            "topic.metadata.refresh.interval.ms": 5000,
+            "allow.auto.create.topics": True,
+            "enable.partition.eof": False,
+            "reconnect.backoff.ms": 200,
+            "reconnect.backoff.max.ms": 10000,
+        }
+        config.update(self.security)
+        config.update(self.extra)
+        return config
+
+
+def to_incoming(message: Message) -> IncomingMessage:
+    """A confluent-kafka message as the dispatcher sees it."""
+    _, timestamp = message.timestamp()
+    coordinate = MessageCoordinate(message.topic(), message.partition(), message.offset())
+    return IncomingMessage(coordinate, message.value(), message.key(), timestamp if timestamp > 0 else None)
+
+
+class TriggerConsumer:
+    """Consumes every trigger topic of the active definitions until stopped."""
+
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        dispatcher: Dispatcher,
+        registry: DefinitionRegistry,
+        on_batch: Callable[[BatchResult, int], None] | None = None,
+        max_backoff: float = 10.0,
+    ):
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.registry = registry
+        self.on_batch = on_batch
+        self.max_backoff = max_backoff
+        self.consumer: Consumer | None = None
+        self.subscribed: frozenset[str] = frozenset()
+        self.broker_error: str | None = None
+        self.assigned: list[TopicPartition] = []
+        self.batches = 0
+
+    def _error(self, error: KafkaError) -> None:
+        # librdkafka retries on its own; remember the last error for readiness and logs.
+        self.broker_error = str(error)
+        log.warning("kafka: %s", error)
+
+    def _open(self) -> Consumer:
+        config = self.settings.librdkafka()
+        config["error_cb"] = self._error
+        consumer = Consumer(config, logger=logging.getLogger("process_engine.librdkafka"))
+        return consumer
+
+    def _resubscribe(self, consumer: Consumer) -> None:
+        topics = frozenset(self.registry.topics())
+        if topics == self.subscribed:
+            return
+        if topics:
+            consumer.subscribe(sorted(topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+            log.info("subscribed to %s", ", ".join(sorted(topics)))
+        else:
+            consumer.unsubscribe()
+            log.info("no trigger topics: nothing to consume")
+        self.subscribed = topics
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = list(partitions)
+        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = []
+        log.info("revoked %d partition(s)", len(partitions))
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until `stop` is set; the batch in hand is committed before leaving the group."""
+        consumer = self.consumer = self._open()
+        try:
+            while not stop.is_set():
+                self._resubscribe(consumer)
+                if not self.subscribed:
+                    stop.wait(1.0)
+                    continue
+                batch = consumer.consume(num_messages=self.settings.batch_size, timeout=self.settings.poll_timeout)
+                good = [m for m in batch if self._usable(m)]
+                if good:
+                    self._process(consumer, good, stop)
+        finally:
+            consumer.close()  # leaves the group so partitions move at once
+            self.consumer = None
+
+    def _usable(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            self._error(error)
+        return False
+
+    def _process(self, consumer: Consumer, messages: list[Message], stop: threading.Event) -> None:
+        incoming = [to_incoming(m) for m in messages]
+        delay = 0.2
+        paused = False
+        while True:
+            try:
+                result = self.dispatcher.handle_batch(incoming)
+                break
+            except StoreUnavailable as error:
+                if not paused:
+                    consumer.pause(consumer.assignment())
+                    paused = True
+                log.error("database unavailable, holding %d message(s): %s", len(incoming), error)
+                if stop.wait(delay):
+                    return  # stopping with nothing committed: the batch is redelivered
+                consumer.consume(num_messages=1, timeout=0)  # keeps the group membership alive
+                delay = min(delay * 2, self.max_backoff)
+        if paused:
+            consumer.resume(consumer.assignment())
+        self._commit(consumer, messages)
+        self.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(result, len(messages))
+
+    def _commit(self, consumer: Consumer, messages: list[Message]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for message in messages:
+            key = (message.topic(), message.partition())
+            last[key] = max(last.get(key, -1), message.offset())
+        offsets = [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as error:
+            # After a rebalance the partition may be someone else's: the ledger makes
+            # the redelivery harmless, so this is worth a warning, not a crash.
+            log.warning("offset commit failed (%s); the messages will be redelivered and skipped", error)
+
+    def reachable(self, timeout: float = 2.0) -> bool:
+        """True when the cluster answers a metadata request."""
+        consumer = self.consumer
+        if consumer is None:
+            return False
+        try:
+            consumer.list_topics(timeout=timeout)
+            return True
+        except KafkaException:
+            return False
+
+
+def wait_for_assignment(consumer: TriggerConsumer, deadline: float) -> bool:
+    """Poll until the consumer has partitions (used by tests and the dev stack)."""
+    while time.monotonic() < deadline:
+        if consumer.assigned:
+            return True
+        time.sleep(0.05)
+    return False

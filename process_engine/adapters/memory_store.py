@@ -1,0 +1,322 @@
+"""MemoryInstanceStore: the InstanceStore port in dicts, behaving like the PostgreSQL one.
+
+It applies the same CommitPlan as PostgresInstanceStore and keeps JSON as text, so
+what comes back is what PostgreSQL would give back (copies, never shared objects).
+The contract suite in tests/contract runs against both.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+
+from process_engine.adapters.postgres.commit_plan import (
+    ActionRow,
+    CommitPlan,
+    HistoryRow,
+    InstanceRow,
+    TimerRow,
+    canonical_uuid,
+    plan_commit,
+    query_filters,
+    require_aware,
+    to_json_text,
+)
+from process_engine.domain.errors import ConcurrencyConflict, StoreError
+from process_engine.domain.instance import ACTIVE_STATUSES, InstanceState
+from process_engine.ports import (
+    DeadLetter,
+    DueTimer,
+    HistoryRecord,
+    InstanceQuery,
+    LedgerEntry,
+    MessageCoordinate,
+    PendingAction,
+    StoredDefinition,
+    Step,
+)
+
+LedgerKey = tuple[str, int, int, str]
+
+
+@dataclass(slots=True)
+class _Leased:
+    """A timer or outbox row with its claim lease."""
+
+    row: TimerRow | ActionRow
+    created_at: datetime
+    claimed_until: datetime | None = None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class MemoryInstanceStore:
+    """An in-process InstanceStore for tests and single-process runs; thread-safe."""
+
+    def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._definitions: dict[tuple[str, int], StoredDefinition] = {}
+        self._instances: dict[str, InstanceRow] = {}
+        self._history: dict[str, list[HistoryRow]] = {}
+        self._timers: dict[str, _Leased] = {}
+        self._actions: dict[str, _Leased] = {}
+        self._ledger: dict[LedgerKey, str | None] = {}
+        self._dead_letters: list[DeadLetter] = []
+
+    def close(self) -> None:
+        """Nothing to release; here so both stores can be closed alike."""
+
+    def ping(self) -> None:
+        """Always reachable."""
+
+    def commit(
+        self,
+        steps: Sequence[Step],
+        ledger: Sequence[LedgerEntry] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> None:
+        """Check the whole batch first, then apply it: all or nothing."""
+        plan = plan_commit(steps, ledger, dead_letters)
+        with self._lock:
+            self._check(plan)
+            self._apply(plan)
+
+    def load(self, instance_id: str) -> InstanceState | None:
+        """One instance by id (None for an unknown or malformed id)."""
+        key = _uuid_or_none(instance_id)
+        with self._lock:
+            row = self._instances.get(key) if key else None
+        return _instance(row) if row else None
+
+    def active_by_key(self, definition_id: str, correlation_key: str) -> list[InstanceState]:
+        """Running or suspended instances of a definition with this key, oldest first."""
+        with self._lock:
+            rows = [
+                row
+                for row in self._instances.values()
+                if row.definition_id == definition_id
+                and row.correlation_key == correlation_key
+                and row.status in ACTIVE_STATUSES
+            ]
+        rows.sort(key=lambda row: (row.started_at, row.id))
+        return [_instance(row) for row in rows]
+
+    def find_instances(self, query: InstanceQuery) -> list[InstanceState]:
+        """Instances matching the filters, newest first."""
+        filters = query_filters(query)
+        wanted = {name: filters[name] for name in ("status", "definition_id", "correlation_key")}
+        with self._lock:
+            rows = [
+                row
+                for row in self._instances.values()
+                if all(value is None or getattr(row, name) == value for name, value in wanted.items())
+            ]
+        rows.sort(key=lambda row: (row.started_at, row.id), reverse=True)
+        return [_instance(row) for row in rows[: filters["limit"]]]
+
+    def history(self, instance_id: str) -> list[HistoryRecord]:
+        """An instance's history, oldest first."""
+        key = _uuid_or_none(instance_id)
+        with self._lock:
+            rows = list(self._history.get(key, ())) if key else []
+        rows.sort(key=lambda row: (row.timestamp, row.id))
+        return [_history_record(row) for row in rows]
+
+    def seen_messages(self, coordinates: Sequence[MessageCoordinate]) -> set[MessageCoordinate]:
+        """Which of these messages are already in the trigger ledger."""
+        with self._lock:
+            seen = {key[:3] for key in self._ledger}
+        return {c for c in coordinates if (c.topic, c.partition, c.offset) in seen}
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead-lettered messages."""
+        with self._lock:
+            return list(reversed(self._dead_letters))[:limit]
+
+    def save_definition(self, definition: StoredDefinition) -> StoredDefinition:
+        """Store a definition; the same content hash gives back the stored version."""
+        text = to_json_text(definition.definition, f"definition {definition.id}")
+        with self._lock:
+            versions = [v for (i, v) in self._definitions if i == definition.id]
+            for version in versions:
+                stored = self._definitions[(definition.id, version)]
+                if stored.content_hash == definition.content_hash:
+                    return _copy_definition(stored)
+            stored = replace(
+                definition,
+                version=max(versions, default=0) + 1,
+                definition=json.loads(text),
+                created_at=self._clock(),
+            )
+            self._definitions[(stored.id, stored.version)] = stored
+        return _copy_definition(stored)
+
+    def load_definition(self, definition_id: str, version: int) -> StoredDefinition | None:
+        """One stored definition version."""
+        with self._lock:
+            stored = self._definitions.get((definition_id, version))
+        return _copy_definition(stored) if stored else None
+
+    def claim_due_timers(self, now: datetime, limit: int, lease_seconds: float) -> list[DueTimer]:
+        """Timers due at `now`, leased for `lease_seconds`."""
+        require_aware(now, "claim time")
+        with self._lock:
+            due = [t for t in self._timers.values() if t.row.due_at <= now and _free(t, now)]
+            due.sort(key=lambda leased: (leased.row.due_at, leased.row.id))
+            claimed = _lease(due[:limit], now, lease_seconds)
+        return [_due_timer(leased.row) for leased in claimed]
+
+    def next_timer_due(self) -> datetime | None:
+        """When the earliest timer becomes claimable."""
+        with self._lock:
+            times = [t.claimed_until or t.row.due_at for t in self._timers.values()]
+        return min(times, default=None)
+
+    def claim_actions(self, now: datetime, limit: int, lease_seconds: float) -> list[PendingAction]:
+        """Outbox actions ready for delivery, leased for `lease_seconds`."""
+        require_aware(now, "claim time")
+        with self._lock:
+            ready = [a for a in self._actions.values() if _free(a, now)]
+            ready.sort(key=lambda leased: (leased.created_at, leased.row.idempotency_key))
+            claimed = _lease(ready[:limit], now, lease_seconds)
+        return [_pending_action(leased) for leased in claimed]
+
+    def _check(self, plan: CommitPlan) -> None:
+        """Raise what PostgreSQL would raise for this plan, in the same order."""
+        for row in plan.inserts:
+            if row.id in self._instances:
+                raise ConcurrencyConflict(f"committing: instance {row.id} already exists")
+        for row in plan.updates:
+            stored = self._instances.get(row.id)
+            if stored is None or stored.new_version != row.expected_version:
+                raise ConcurrencyConflict(
+                    f"committing: instance {row.id} is no longer at version "
+                    f"{row.expected_version}: another writer changed or removed it"
+                )
+        for row in [*plan.inserts, *plan.updates]:
+            if (row.definition_id, row.definition_version) not in self._definitions:
+                raise StoreError(
+                    f"committing failed: instance {row.id} refers to definition "
+                    f"{row.definition_id} v{row.definition_version}, which is not stored"
+                )
+        _require(plan.consumed_timers, self._timers, "timer", "fired or cancelled")
+        _require(plan.consumed_actions, self._actions, "action", "completed")
+        gone = {*plan.consumed_timers, *plan.cancelled_timers}
+        for timer in plan.timers:
+            if timer.id in self._timers and timer.id not in gone:
+                raise ConcurrencyConflict(f"committing: timer {timer.id} already exists")
+        for entry in plan.ledger:
+            if entry.key in self._ledger:
+                raise ConcurrencyConflict(f"committing: trigger ledger entry {entry.key} exists")
+
+    def _apply(self, plan: CommitPlan) -> None:
+        """Write a checked plan."""
+        now = self._clock()
+        for row in plan.inserts:
+            self._instances[row.id] = replace(row, started_at=row.started_at or now)
+        for row in plan.updates:
+            started_at = row.started_at or self._instances[row.id].started_at
+            self._instances[row.id] = replace(row, started_at=started_at)
+        for timer_id in [*plan.consumed_timers, *plan.cancelled_timers]:
+            self._timers.pop(timer_id, None)
+        for key in plan.consumed_actions:
+            del self._actions[key]
+        for timer in plan.timers:
+            self._timers[timer.id] = _Leased(timer, now)
+        for history in plan.history:
+            self._history.setdefault(history.instance_id, []).append(history)
+        for action in plan.actions:
+            self._actions.setdefault(action.idempotency_key, _Leased(action, now))
+        for entry in plan.ledger:
+            self._ledger[entry.key] = entry.instance_id
+        self._dead_letters.extend(plan.dead_letters)
+
+
+def _require(keys: Sequence[str], table: dict[str, _Leased], kind: str, fate: str) -> None:
+    """Consumed rows must still exist: that is what makes them fire once."""
+    for key in keys:
+        if key not in table:
+            raise ConcurrencyConflict(f"committing: {kind} {key} was already {fate} by another writer")
+
+
+def _free(leased: _Leased, now: datetime) -> bool:
+    """Not claimed, or its lease ran out."""
+    return leased.claimed_until is None or leased.claimed_until <= now
+
+
+def _lease(rows: list[_Leased], now: datetime, lease_seconds: float) -> list[_Leased]:
+    """Claim rows until now + lease."""
+    until = now + timedelta(seconds=lease_seconds)
+    for leased in rows:
+        leased.claimed_until = until
+    return rows
+
+
+def _uuid_or_none(value: str) -> str | None:
+    """The canonical UUID text, or None: a malformed id names no instance."""
+    try:
+        return canonical_uuid(value, "instance id")
+    except StoreError:
+        return None
+
+
+def _instance(row: InstanceRow) -> InstanceState:
+    """A fresh InstanceState from a stored row."""
+    return InstanceState.from_row(
+        id=row.id,
+        definition_id=row.definition_id,
+        definition_version=row.definition_version,
+        status=row.status,
+        variables=json.loads(row.variables),
+        state=json.loads(row.state),
+        correlation_key=row.correlation_key,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+        version=row.new_version,
+    )
+
+
+def _history_record(row: HistoryRow) -> HistoryRecord:
+    """A stored history row as the port's dataclass."""
+    return HistoryRecord(
+        event_id=row.id,
+        instance_id=row.instance_id,
+        activity_id=row.activity_id,
+        event_type=row.event_type,
+        timestamp=row.timestamp,
+        data=json.loads(row.data) if row.data is not None else None,
+        message=row.message,
+        correlation_id=row.correlation_id,
+        causation_id=row.causation_id,
+    )
+
+
+def _due_timer(row: TimerRow) -> DueTimer:
+    """A claimed timer as the port's dataclass."""
+    return DueTimer(row.id, row.instance_id, row.token_id, row.activity_id, row.due_at, row.kind)
+
+
+def _pending_action(leased: _Leased) -> PendingAction:
+    """A claimed outbox row as the port's dataclass."""
+    row = leased.row
+    return PendingAction(
+        idempotency_key=row.idempotency_key,
+        instance_id=row.instance_id,
+        token_id=row.token_id,
+        activity_id=row.activity_id,
+        action=row.action,
+        config=json.loads(row.config),
+        attempt=row.attempt,
+        created_at=leased.created_at,
+    )
+
+
+def _copy_definition(stored: StoredDefinition) -> StoredDefinition:
+    """A copy whose definition document the caller may change freely."""
+    return replace(stored, definition=json.loads(json.dumps(stored.definition)))

@@ -1,0 +1,120 @@
+"""The outbox worker: delivers committed actions at least once and feeds their outcome back.
+
+An action row is committed with the step that asked for it. This worker claims rows
+(with a lease, so a crashed worker's rows are delivered by another after the lease),
+runs each through the action registry in a small thread pool, and commits the outcome
+as the next step of its instance, using the row up in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from process_engine.adapters.actions.base import ActionContext
+from process_engine.adapters.actions.registry import ActionRegistry
+from process_engine.domain.errors import ActionError, ProcessEngineError
+from process_engine.engine import ActionFailed, ActionSucceeded, RunAction
+from process_engine.ports import InstanceStore, PendingAction, Step
+from process_engine.runtime.dispatcher import Dispatcher, utc_now
+
+log = logging.getLogger("process_engine.outbox")
+
+
+class OutboxWorker:
+    """Claims pending actions and runs them until stopped."""
+
+    def __init__(
+        self,
+        store: InstanceStore,
+        dispatcher: Dispatcher,
+        actions: ActionRegistry,
+        clock: Callable[[], datetime] = utc_now,
+        workers: int = 8,
+        batch_size: int = 64,
+        lease_seconds: float = 60.0,
+        idle_seconds: float = 0.5,
+        on_outcome: Callable[[PendingAction, bool], None] | None = None,
+    ):
+        self.store = store
+        self.dispatcher = dispatcher
+        self.actions = actions
+        self.clock = clock
+        self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
+        self.idle_seconds = idle_seconds
+        self.on_outcome = on_outcome
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="action")
+        self._wake = threading.Event()
+        self.delivered = 0
+
+    def notice(self, steps: Iterable[Step]) -> None:
+        """Wake at once when a committed step asked for an action."""
+        if any(isinstance(c, RunAction) for s in steps for c in s.commands):
+            self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until `stop` is set; actions in flight finish first."""
+        try:
+            while not stop.is_set():
+                if not self.deliver_once():
+                    self._wake.wait(self.idle_seconds)
+                    self._wake.clear()
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def stop_waiting(self) -> None:
+        """Interrupt an idle wait (used when stopping)."""
+        self._wake.set()
+
+    def deliver_once(self) -> int:
+        """Claim one batch and run it; returns how many actions were claimed."""
+        try:
+            claimed = self.store.claim_actions(self.clock(), self.batch_size, self.lease_seconds)
+        except ProcessEngineError as error:
+            log.error("cannot claim actions: %s", error)
+            return 0
+        for future in [self.pool.submit(self._deliver, action) for action in claimed]:
+            future.result()
+        return len(claimed)
+
+    def _deliver(self, action: PendingAction) -> None:
+        definition_id = self._definition_id(action)
+        context = ActionContext.from_pending(action, definition_id)
+        try:
+            result = self.actions.run(action.action, action.config, context)
+            outcome: ActionSucceeded | ActionFailed = ActionSucceeded(action.token_id, action.attempt, _jsonable(result))
+        except ActionError as error:
+            outcome = ActionFailed(action.token_id, action.attempt, str(error), error.retriable)
+        except Exception as error:  # a plug-in's bug is a failed attempt, never a dead worker
+            log.exception("action %s raised", action.action)
+            outcome = ActionFailed(action.token_id, action.attempt, f"{type(error).__name__}: {error}")
+        ok = isinstance(outcome, ActionSucceeded)
+        if not ok:
+            log.warning("action %s (%s) failed: %s", action.action, action.idempotency_key, outcome.error)
+        try:
+            self.dispatcher.action_finished(action, outcome)
+        except ProcessEngineError as error:
+            # The row stays claimed until its lease ends, then is delivered again: at least once.
+            log.error("could not record the outcome of %s: %s", action.idempotency_key, error)
+            return
+        self.delivered += 1
+        if self.on_outcome is not None:
+            self.on_outcome(action, ok)
+
+    def _definition_id(self, action: PendingAction) -> str | None:
+        try:
+            instance = self.store.load(action.instance_id)
+        except ProcessEngineError:
+            return None
+        return instance.definition_id if instance else None
+
+
+def _jsonable(result: object) -> object:
+    """Keep results that fit in history; drop anything JSON cannot hold."""
+    if result is None or isinstance(result, (str, int, float, bool, list, dict)):
+        return result
+    return str(result)

@@ -1,0 +1,113 @@
+"""A CommitPlan as SQL: one array-parameter statement per table, in a fixed order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from process_engine.adapters.postgres.commit_plan import CommitPlan, InstanceRow
+from process_engine.adapters.postgres.queries import query
+
+Statement = tuple[str, dict[str, Any]]
+
+_INSTANCE_COLUMNS = (
+    "id",
+    "definition_id",
+    "definition_version",
+    "status",
+    "variables",
+    "state",
+    "current_activity",
+    "correlation_key",
+    "error",
+    "started_at",
+    "completed_at",
+)
+_TIMER_COLUMNS = ("id", "instance_id", "token_id", "activity_id", "kind", "due_at")
+_HISTORY_COLUMNS = (
+    "id",
+    "instance_id",
+    "activity_id",
+    "event_type",
+    "timestamp",
+    "data",
+    "message",
+    "correlation_id",
+    "causation_id",
+)
+_ACTION_COLUMNS = (
+    "idempotency_key",
+    "instance_id",
+    "token_id",
+    "activity_id",
+    "action",
+    "config",
+    "attempt",
+)
+_LEDGER_COLUMNS = ("topic", "partition", "offset", "definition_id", "instance_id")
+
+
+def batch_statements(plan: CommitPlan) -> list[Statement]:
+    """The statements that write `plan`, skipping tables with nothing to write.
+
+    Checks come first (version, consumed rows), then deletes, then inserts, so a
+    timer consumed and re-scheduled in one batch is deleted before it is inserted.
+    """
+    candidates: list[Statement | None] = [
+        _instance_inserts(plan.inserts),
+        _instance_updates(plan.updates),
+        _keys("consume_timers", "id", plan.consumed_timers),
+        _keys("cancel_timers", "id", plan.cancelled_timers),
+        _keys("consume_actions", "key", plan.consumed_actions),
+        _columns("insert_timers", plan.timers, _TIMER_COLUMNS),
+        _columns("insert_history", plan.history, _HISTORY_COLUMNS),
+        _columns("insert_actions", plan.actions, _ACTION_COLUMNS),
+        _columns("insert_ledger", plan.ledger, _LEDGER_COLUMNS),
+        _dead_letters(plan),
+    ]
+    return [statement for statement in candidates if statement is not None]
+
+
+def _columns(name: str, rows: Sequence[Any], columns: Sequence[str]) -> Statement | None:
+    """One array per column, for a statement that unnests them back into rows."""
+    if not rows:
+        return None
+    return query(name), {column: [getattr(row, column) for row in rows] for column in columns}
+
+
+def _keys(name: str, parameter: str, keys: Sequence[str]) -> Statement | None:
+    """A statement taking one array of keys."""
+    return (query(name), {parameter: list(keys)}) if keys else None
+
+
+def _instance_inserts(rows: Sequence[InstanceRow]) -> Statement | None:
+    """New instances; their version is the number of steps the batch took them through."""
+    statement = _columns("insert_instances", rows, _INSTANCE_COLUMNS)
+    if statement is not None:
+        statement[1]["version"] = [row.new_version for row in rows]
+    return statement
+
+
+def _instance_updates(rows: Sequence[InstanceRow]) -> Statement | None:
+    """Existing instances, each guarded by the version its steps were computed from."""
+    statement = _columns("update_instances", rows, _INSTANCE_COLUMNS)
+    if statement is not None:
+        statement[1]["expected_version"] = [row.expected_version for row in rows]
+        statement[1]["version"] = [row.new_version for row in rows]
+    return statement
+
+
+def _dead_letters(plan: CommitPlan) -> Statement | None:
+    """Dead letters, flattened from their coordinates."""
+    letters = plan.dead_letters
+    if not letters:
+        return None
+    return query("insert_dead_letters"), {
+        "topic": [letter.coordinate.topic for letter in letters],
+        "partition": [letter.coordinate.partition for letter in letters],
+        "offset": [letter.coordinate.offset for letter in letters],
+        "reason": [letter.reason for letter in letters],
+        "payload": [letter.payload for letter in letters],
+        "key": [letter.key for letter in letters],
+        "definition_id": [letter.definition_id for letter in letters],
+    }

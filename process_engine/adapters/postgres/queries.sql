@@ -1,0 +1,307 @@
+-- Every SQL statement the PostgreSQL adapter runs, as named blocks.
+-- A block starts with a "-- name: NAME" line and runs to the next one.
+-- Parameters are always bound (pyformat placeholders); a literal percent sign must be
+-- doubled. Batch writes take one array per column and unnest them, so a whole batch
+-- of steps goes to the server in a handful of statements and one round trip.
+
+-- name: session_utc
+-- Timestamps come back in UTC whatever the server's default time zone is.
+SET TIME ZONE 'UTC'
+
+-- name: ping
+SELECT 1
+
+-- name: insert_instances
+INSERT INTO process_instances (
+    id, definition_id, definition_version, status, variables, state,
+    current_activity, correlation_key, error, started_at, completed_at, version
+)
+SELECT r.id, r.definition_id, r.definition_version, r.status, r.variables::jsonb,
+       r.state::jsonb, r.current_activity, r.correlation_key, r.error,
+       COALESCE(r.started_at, now()), r.completed_at, r.version
+FROM unnest(
+    %(id)b::uuid[], %(definition_id)b::text[], %(definition_version)b::int[],
+    %(status)b::text[], %(variables)b::text[], %(state)b::text[],
+    %(current_activity)b::text[], %(correlation_key)b::text[], %(error)b::text[],
+    %(started_at)b::timestamptz[], %(completed_at)b::timestamptz[], %(version)b::bigint[]
+) AS r(id, definition_id, definition_version, status, variables, state,
+       current_activity, correlation_key, error, started_at, completed_at, version)
+
+-- name: update_instances
+-- Optimistic concurrency for the whole batch in one statement: rows whose version
+-- moved on are not updated, and the first of them raises a conflict (PE409).
+WITH r AS (
+    SELECT *
+    FROM unnest(
+        %(id)b::uuid[], %(expected_version)b::bigint[], %(version)b::bigint[],
+        %(definition_id)b::text[], %(definition_version)b::int[], %(status)b::text[],
+        %(variables)b::text[], %(state)b::text[], %(current_activity)b::text[],
+        %(correlation_key)b::text[], %(error)b::text[],
+        %(started_at)b::timestamptz[], %(completed_at)b::timestamptz[]
+    ) AS r(id, expected_version, version, definition_id, definition_version, status,
+           variables, state, current_activity, correlation_key, error,
+           started_at, completed_at)
+), updated AS (
+    UPDATE process_instances AS i
+    SET definition_id = r.definition_id,
+        definition_version = r.definition_version,
+        status = r.status,
+        variables = r.variables::jsonb,
+        state = r.state::jsonb,
+        current_activity = r.current_activity,
+        correlation_key = r.correlation_key,
+        error = r.error,
+        started_at = COALESCE(r.started_at, i.started_at),
+        completed_at = r.completed_at,
+        version = r.version,
+        updated_at = now()
+    FROM r
+    WHERE i.id = r.id AND i.version = r.expected_version
+    RETURNING i.id
+)
+SELECT process_engine_conflict(
+    'instance ' || r.id || ' is no longer at version ' || r.expected_version
+    || ': another writer changed or removed it; reload it and apply the event again'
+)
+FROM r
+WHERE r.id NOT IN (SELECT id FROM updated)
+LIMIT 1
+
+-- name: consume_timers
+WITH gone AS (
+    DELETE FROM process_timers WHERE id = ANY(%(id)b::text[]) RETURNING id
+)
+SELECT process_engine_conflict(
+    'timer ' || wanted.id || ' was already fired or cancelled by another writer'
+)
+FROM unnest(%(id)b::text[]) AS wanted(id)
+WHERE wanted.id NOT IN (SELECT id FROM gone)
+LIMIT 1
+
+-- name: cancel_timers
+DELETE FROM process_timers WHERE id = ANY(%(id)b::text[])
+
+-- name: consume_actions
+WITH gone AS (
+    DELETE FROM process_outbox WHERE idempotency_key = ANY(%(key)b::text[])
+    RETURNING idempotency_key
+)
+SELECT process_engine_conflict(
+    'action ' || wanted.key || ' was already completed by another writer'
+)
+FROM unnest(%(key)b::text[]) AS wanted(key)
+WHERE wanted.key NOT IN (SELECT idempotency_key FROM gone)
+LIMIT 1
+
+-- name: insert_timers
+INSERT INTO process_timers (id, instance_id, token_id, activity_id, kind, due_at)
+SELECT *
+FROM unnest(
+    %(id)b::text[], %(instance_id)b::uuid[], %(token_id)b::text[],
+    %(activity_id)b::text[], %(kind)b::text[], %(due_at)b::timestamptz[]
+)
+
+-- name: insert_history
+INSERT INTO process_history (
+    id, instance_id, activity_id, event_type, timestamp, data, message,
+    correlation_id, causation_id
+)
+SELECT r.id, r.instance_id, r.activity_id, r.event_type, r.timestamp, r.data::jsonb,
+       r.message, r.correlation_id, r.causation_id
+FROM unnest(
+    %(id)b::uuid[], %(instance_id)b::uuid[], %(activity_id)b::text[],
+    %(event_type)b::text[], %(timestamp)b::timestamptz[], %(data)b::text[],
+    %(message)b::text[], %(correlation_id)b::text[], %(causation_id)b::text[]
+) AS r(id, instance_id, activity_id, event_type, timestamp, data, message,
+       correlation_id, causation_id)
+
+-- name: insert_actions
+-- An idempotency key already queued stays as it is: the action runs once per key.
+INSERT INTO process_outbox (
+    idempotency_key, instance_id, token_id, activity_id, action, config, attempt
+)
+SELECT r.idempotency_key, r.instance_id, r.token_id, r.activity_id, r.action,
+       r.config::jsonb, r.attempt
+FROM unnest(
+    %(idempotency_key)b::text[], %(instance_id)b::uuid[], %(token_id)b::text[],
+    %(activity_id)b::text[], %(action)b::text[], %(config)b::text[], %(attempt)b::int[]
+) AS r(idempotency_key, instance_id, token_id, activity_id, action, config, attempt)
+ON CONFLICT (idempotency_key) DO NOTHING
+
+-- name: insert_ledger
+INSERT INTO trigger_ledger (topic, partition, "offset", definition_id, instance_id)
+SELECT *
+FROM unnest(
+    %(topic)b::text[], %(partition)b::int[], %(offset)b::bigint[],
+    %(definition_id)b::text[], %(instance_id)b::uuid[]
+)
+
+-- name: insert_dead_letters
+INSERT INTO dead_letters (topic, partition, "offset", reason, payload, key, definition_id)
+SELECT *
+FROM unnest(
+    %(topic)b::text[], %(partition)b::int[], %(offset)b::bigint[], %(reason)b::text[],
+    %(payload)b::bytea[], %(key)b::bytea[], %(definition_id)b::text[]
+)
+
+-- name: load_instance
+SELECT id, definition_id, definition_version, status, variables, state,
+       correlation_key, started_at, completed_at, version
+FROM process_instances
+WHERE id = %(id)s
+
+-- name: active_by_key
+-- The status list matches idx_process_instances_active_key's predicate.
+SELECT id, definition_id, definition_version, status, variables, state,
+       correlation_key, started_at, completed_at, version
+FROM process_instances
+WHERE definition_id = %(definition_id)s
+  AND correlation_key = %(correlation_key)s
+  AND status IN ('running', 'suspended')
+ORDER BY started_at, id
+
+-- name: find_instances
+SELECT id, definition_id, definition_version, status, variables, state,
+       correlation_key, started_at, completed_at, version
+FROM process_instances
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(definition_id)s::text IS NULL OR definition_id = %(definition_id)s::text)
+  AND (%(correlation_key)s::text IS NULL OR correlation_key = %(correlation_key)s::text)
+ORDER BY started_at DESC, id DESC
+LIMIT %(limit)s
+
+-- name: history
+SELECT id::text AS event_id, instance_id::text AS instance_id, activity_id, event_type,
+       timestamp, data, message, correlation_id, causation_id
+FROM process_history
+WHERE instance_id = %(instance_id)s
+ORDER BY timestamp, id
+
+-- name: seen_messages
+SELECT DISTINCT l.topic, l.partition, l."offset"
+FROM trigger_ledger AS l
+JOIN unnest(%(topic)b::text[], %(partition)b::int[], %(offset)b::bigint[])
+    AS c(topic, partition, "offset")
+  ON l.topic = c.topic AND l.partition = c.partition AND l."offset" = c."offset"
+
+-- name: dead_letters
+SELECT topic, partition, "offset", reason, payload, key, definition_id
+FROM dead_letters
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: lock_definition
+-- Serialises savers of one definition id, so two replicas never pick one version twice.
+SELECT pg_advisory_xact_lock(%(namespace)s::int, hashtext(%(id)s))
+
+-- name: definition_by_hash
+SELECT id, version, name, definition, content_hash, created_at
+FROM process_definitions
+WHERE id = %(id)s AND content_hash = %(content_hash)s
+
+-- name: insert_definition
+INSERT INTO process_definitions (id, version, name, definition, content_hash)
+SELECT %(id)s, COALESCE(max(version), 0) + 1, %(name)s, %(definition)s::jsonb,
+       %(content_hash)s
+FROM process_definitions
+WHERE id = %(id)s
+RETURNING id, version, name, definition, content_hash, created_at
+
+-- name: load_definition
+SELECT id, version, name, definition, content_hash, created_at
+FROM process_definitions
+WHERE id = %(id)s AND version = %(version)s
+
+-- name: claim_timers
+-- SKIP LOCKED: replicas claiming at the same moment take disjoint timers.
+UPDATE process_timers AS t
+SET claimed_until = %(now)s::timestamptz + make_interval(secs => %(lease)s)
+WHERE t.id IN (
+    SELECT id
+    FROM process_timers
+    WHERE due_at <= %(now)s::timestamptz
+      AND (claimed_until IS NULL OR claimed_until <= %(now)s::timestamptz)
+    ORDER BY due_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING t.id AS timer_id, t.instance_id::text AS instance_id, t.token_id,
+          t.activity_id, t.due_at, t.kind
+
+-- name: next_timer_due
+-- A claimed timer is claimable again when its lease runs out.
+SELECT LEAST(
+    (SELECT min(due_at) FROM process_timers WHERE claimed_until IS NULL),
+    (SELECT min(claimed_until) FROM process_timers WHERE claimed_until IS NOT NULL)
+) AS due
+
+-- name: claim_actions
+UPDATE process_outbox AS o
+SET claimed_until = %(now)s::timestamptz + make_interval(secs => %(lease)s)
+WHERE o.idempotency_key IN (
+    SELECT idempotency_key
+    FROM process_outbox
+    WHERE (available_at IS NULL OR available_at <= %(now)s::timestamptz)
+      AND (claimed_until IS NULL OR claimed_until <= %(now)s::timestamptz)
+    ORDER BY created_at, idempotency_key
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING o.idempotency_key, o.instance_id::text AS instance_id, o.token_id,
+          o.activity_id, o.action, o.config, o.attempt, o.created_at
+
+-- name: migrations_lock
+-- Session-level: held across the per-file transactions, released at the end.
+SELECT pg_advisory_lock(%(key)s::bigint)
+
+-- name: migrations_unlock
+SELECT pg_advisory_unlock(%(key)s::bigint)
+
+-- name: migrations_ledger
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name TEXT PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+
+-- name: migrations_applied
+SELECT name FROM schema_migrations
+
+-- name: migrations_record
+INSERT INTO schema_migrations (name) VALUES (%(name)s)
+
+-- name: timescale_version
+SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'
+
+-- name: timescale_hypertable
+SELECT compression_enabled
+FROM timescaledb_information.hypertables
+WHERE hypertable_schema = current_schema() AND hypertable_name = 'process_history'
+
+-- name: timescale_policy_interval
+-- The interval an existing policy job of this kind uses, if there is one.
+SELECT (config ->> %(config_key)s)::interval = %(interval)s::interval AS same
+FROM timescaledb_information.jobs
+WHERE proc_name = %(proc_name)s
+  AND hypertable_schema = current_schema()
+  AND hypertable_name = 'process_history'
+
+-- name: timescale_remove_retention
+SELECT remove_retention_policy('process_history', if_exists => TRUE)
+
+-- name: timescale_add_retention
+SELECT add_retention_policy('process_history', drop_after => %(interval)s::interval)
+
+-- name: timescale_enable_compression
+-- Segment by instance so one instance's story decompresses alone; the key columns
+-- (timestamp, id) must be in segmentby/orderby for the primary key to hold.
+ALTER TABLE process_history SET (
+    timescaledb.compress,
+    timescaledb.compress_segmentby = 'instance_id',
+    timescaledb.compress_orderby = '"timestamp", id'
+)
+
+-- name: timescale_remove_compression
+SELECT remove_compression_policy('process_history', if_exists => TRUE)
+
+-- name: timescale_add_compression
+SELECT add_compression_policy('process_history', compress_after => %(interval)s::interval)

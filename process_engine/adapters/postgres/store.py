@@ -1,0 +1,253 @@
+"""PostgresInstanceStore: the InstanceStore port on PostgreSQL (TimescaleDB optional)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from process_engine.adapters.postgres.batch import batch_statements
+from process_engine.adapters.postgres.commit_plan import (
+    canonical_uuid,
+    plan_commit,
+    query_filters,
+    require_aware,
+    to_json_text,
+)
+from process_engine.adapters.postgres.errors import translated
+from process_engine.adapters.postgres.queries import query
+from process_engine.domain.errors import StoreError
+from process_engine.domain.instance import InstanceState
+from process_engine.ports import (
+    DeadLetter,
+    DueTimer,
+    HistoryRecord,
+    InstanceQuery,
+    LedgerEntry,
+    MessageCoordinate,
+    PendingAction,
+    StoredDefinition,
+    Step,
+)
+
+# First key of the advisory lock that serialises save_definition per definition id.
+DEFINITION_LOCK_NAMESPACE = 0x5045_4446  # "PEDF"
+
+
+class PostgresInstanceStore:
+    """Instances, history, timers, outbox and trigger ledger in PostgreSQL tables.
+
+    A commit is one transaction sent as one pipeline: a batch of steps costs a
+    single round trip whatever its size.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    @classmethod
+    def connect(
+        cls, conninfo: str, min_size: int = 1, max_size: int = 8, timeout: float = 10.0
+    ) -> PostgresInstanceStore:
+        """Open a connection pool on `conninfo` and wait until it has a connection.
+
+        Raises:
+            StoreUnavailable: the server could not be reached within `timeout` seconds.
+        """
+        pool = ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True},
+            configure=_configure_connection,
+            open=False,
+            name="process-engine",
+        )
+        what = f"connecting to PostgreSQL at {_where(conninfo)}"
+        try:
+            with translated(what):
+                pool.open(wait=True, timeout=timeout)
+        except StoreError:
+            pool.close()
+            _raise_connect_reason(what, conninfo, timeout)
+            raise
+        return cls(pool)
+
+    def close(self) -> None:
+        """Close the pool and its connections."""
+        self._pool.close()
+
+    def __enter__(self) -> PostgresInstanceStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def ping(self) -> None:
+        """Round-trip to the server; raises StoreUnavailable when it cannot be reached."""
+        self._rows("checking the database", "ping", {})
+
+    def commit(
+        self,
+        steps: Sequence[Step],
+        ledger: Sequence[LedgerEntry] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> None:
+        """Write every step, ledger entry and dead letter in one transaction."""
+        statements = batch_statements(plan_commit(steps, ledger, dead_letters))
+        if not statements:
+            return
+        what = f"committing {len(steps)} step(s)"
+        with translated(what, unique_is_conflict=True), self._connection() as conn:
+            with conn.transaction(), conn.pipeline():
+                cursor = conn.cursor()
+                for sql, params in statements:
+                    cursor.execute(sql, params)
+
+    def load(self, instance_id: str) -> InstanceState | None:
+        """One instance by id (None for an unknown or malformed id)."""
+        key = _uuid_or_none(instance_id)
+        if key is None:
+            return None
+        rows = self._rows(f"loading instance {key}", "load_instance", {"id": key})
+        return InstanceState.from_row(**rows[0]) if rows else None
+
+    def active_by_key(self, definition_id: str, correlation_key: str) -> list[InstanceState]:
+        """Running or suspended instances of a definition with this key, oldest first."""
+        params = {"definition_id": definition_id, "correlation_key": correlation_key}
+        what = f"finding active {definition_id} instances for key {correlation_key!r}"
+        return [InstanceState.from_row(**row) for row in self._rows(what, "active_by_key", params)]
+
+    def find_instances(self, query: InstanceQuery) -> list[InstanceState]:
+        """Instances matching the filters, newest first."""
+        rows = self._rows("listing instances", "find_instances", query_filters(query))
+        return [InstanceState.from_row(**row) for row in rows]
+
+    def history(self, instance_id: str) -> list[HistoryRecord]:
+        """An instance's history, oldest first."""
+        key = _uuid_or_none(instance_id)
+        if key is None:
+            return []
+        rows = self._rows(f"reading history of {key}", "history", {"instance_id": key})
+        return [HistoryRecord(**row) for row in rows]
+
+    def seen_messages(self, coordinates: Sequence[MessageCoordinate]) -> set[MessageCoordinate]:
+        """Which of these messages are already in the trigger ledger (one query)."""
+        if not coordinates:
+            return set()
+        params = {
+            "topic": [c.topic for c in coordinates],
+            "partition": [c.partition for c in coordinates],
+            "offset": [c.offset for c in coordinates],
+        }
+        rows = self._rows("checking the trigger ledger", "seen_messages", params)
+        return {MessageCoordinate(row["topic"], row["partition"], row["offset"]) for row in rows}
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead-lettered messages."""
+        rows = self._rows("reading dead letters", "dead_letters", {"limit": limit})
+        return [_dead_letter(row) for row in rows]
+
+    def save_definition(self, definition: StoredDefinition) -> StoredDefinition:
+        """Store a definition; the same content hash gives back the stored version."""
+        params = {
+            "namespace": DEFINITION_LOCK_NAMESPACE,
+            "id": definition.id,
+            "name": definition.name,
+            "definition": to_json_text(definition.definition, f"definition {definition.id}"),
+            "content_hash": definition.content_hash,
+        }
+        with translated(f"saving definition {definition.id}"), self._connection() as conn:
+            with conn.transaction():
+                cursor = conn.cursor(row_factory=dict_row)
+                cursor.execute(query("lock_definition"), params)
+                row = cursor.execute(query("definition_by_hash"), params).fetchone()
+                if row is None:
+                    row = cursor.execute(query("insert_definition"), params).fetchone()
+        return StoredDefinition(**row)
+
+    def load_definition(self, definition_id: str, version: int) -> StoredDefinition | None:
+        """One stored definition version."""
+        params = {"id": definition_id, "version": version}
+        what = f"loading definition {definition_id} v{version}"
+        rows = self._rows(what, "load_definition", params)
+        return StoredDefinition(**rows[0]) if rows else None
+
+    def claim_due_timers(self, now: datetime, limit: int, lease_seconds: float) -> list[DueTimer]:
+        """Timers due at `now`, leased for `lease_seconds` so no other replica takes them."""
+        require_aware(now, "claim time")
+        params = {"now": now, "limit": limit, "lease": float(lease_seconds)}
+        rows = self._rows("claiming due timers", "claim_timers", params)
+        timers = [DueTimer(**row) for row in rows]
+        return sorted(timers, key=lambda timer: (timer.due_at, timer.timer_id))
+
+    def next_timer_due(self) -> datetime | None:
+        """When the earliest timer becomes claimable."""
+        return self._rows("finding the next timer", "next_timer_due", {})[0]["due"]
+
+    def claim_actions(self, now: datetime, limit: int, lease_seconds: float) -> list[PendingAction]:
+        """Outbox actions ready for delivery, leased for `lease_seconds`."""
+        require_aware(now, "claim time")
+        params = {"now": now, "limit": limit, "lease": float(lease_seconds)}
+        rows = self._rows("claiming outbox actions", "claim_actions", params)
+        actions = [PendingAction(**row) for row in rows]
+        return sorted(actions, key=lambda action: (action.created_at, action.idempotency_key))
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection (errors are translated by the caller's `translated`)."""
+        with self._pool.connection() as conn:
+            yield conn
+
+    def _rows(self, what: str, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run one named query and fetch its rows as dicts."""
+        with translated(what), self._connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            cursor.execute(query(name), params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+
+def _configure_connection(conn: psycopg.Connection[Any]) -> None:
+    """Per-connection session settings, applied once when the pool opens it."""
+    conn.execute(query("session_utc"))
+
+
+def _raise_connect_reason(what: str, conninfo: str, timeout: float) -> None:
+    """The pool only says it timed out; one direct attempt tells the user why."""
+    with translated(what):
+        psycopg.connect(conninfo, connect_timeout=max(1, int(timeout))).close()
+
+
+def _uuid_or_none(value: str) -> str | None:
+    """The canonical UUID text, or None: a malformed id names no instance."""
+    try:
+        return canonical_uuid(value, "instance id")
+    except StoreError:
+        return None
+
+
+def _dead_letter(row: dict[str, Any]) -> DeadLetter:
+    """A dead_letters row as the port's dataclass."""
+    return DeadLetter(
+        coordinate=MessageCoordinate(row["topic"], row["partition"], row["offset"]),
+        reason=row["reason"],
+        payload=row["payload"],
+        key=row["key"],
+        definition_id=row["definition_id"],
+    )
+
+
+def _where(conninfo: str) -> str:
+    """host:port/dbname of a conninfo, without credentials, for error messages."""
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "<unparseable conninfo>"
+    host = parts.get("host") or parts.get("hostaddr") or "localhost"
+    return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"

@@ -1,0 +1,101 @@
+"""Trigger matching: does a message start an instance, with which variables and key. Pure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from process_engine.domain.definition import ProcessDefinition
+from process_engine.domain.errors import ExpressionError
+from process_engine.domain.instance import InstanceState
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """What a message means for one definition."""
+
+    matched: bool
+    variables: dict[str, Any]
+    missing: tuple[str, ...]
+    correlation_key: str | None
+
+
+def extract(definition: ProcessDefinition, message: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The `source` variables a message carries, and the names whose source matched nothing."""
+    values: dict[str, Any] = {}
+    missing: list[str] = []
+    for variable in definition.variables:
+        if variable.source is None:
+            continue
+        found, value = variable.source.find(message)
+        if found:
+            values[variable.name] = value
+        else:
+            missing.append(variable.name)
+    return values, tuple(missing)
+
+
+def correlation_key(definition: ProcessDefinition, message: Any) -> str | None:
+    """The message's correlation key as text, or None when the definition has none or it is absent."""
+    path = definition.trigger.correlate
+    if path is None:
+        return None
+    found, value = path.find(message)
+    if not found or value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def match(definition: ProcessDefinition, message: Mapping[str, Any]) -> Match:
+    """Evaluate the trigger condition and extract variables.
+
+    Raises:
+        ExpressionError: the condition failed at run time (the caller dead-letters the message).
+    """
+    condition = definition.trigger.condition
+    variables, missing = extract(definition, message)
+    matched = True
+    if condition is not None:
+        scope = {v.name: v.value for v in definition.variables if v.source is None}
+        scope.update(variables)
+        matched = bool(condition.evaluate(scope, message))
+    return Match(matched, variables, missing, correlation_key(definition, message))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do with a match, given the active instances with its key."""
+
+    start: bool = False
+    queue: bool = False  # start once the active instance with the key finishes
+    refresh: tuple[str, ...] = ()  # instance ids whose source variables to refresh
+    cancel: tuple[str, ...] = ()  # instance ids to cancel first (mode restart)
+
+
+def plan(definition: ProcessDefinition, found: Match, active: Sequence[InstanceState]) -> Plan:
+    """Apply the instance mode of PRODUCT.md.
+
+    With a key and an active instance, every message refreshes it, matching or not;
+    a matching one also starts (parallel), restarts (restart), queues (queued) or
+    does nothing more (single).
+    """
+    running = [i.id for i in active if not is_queued(i)]
+    if found.correlation_key is None or not running:
+        return Plan(start=found.matched)
+    mode = definition.trigger.mode
+    if not found.matched:
+        return Plan(refresh=tuple(running))
+    if mode == "restart":
+        return Plan(start=True, cancel=tuple(running))
+    if mode == "queued":
+        return Plan(queue=True, refresh=tuple(running))
+    if mode == "parallel":
+        return Plan(start=True, refresh=tuple(running))
+    return Plan(refresh=tuple(running))
+
+
+def is_queued(instance: InstanceState) -> bool:
+    """A queued instance has been created but not started yet."""
+    return instance.status == "running" and not instance.tokens and instance.completed_at is None and instance.next_token == 1

@@ -1,0 +1,287 @@
+"""The dispatcher: messages, timers, action outcomes and API calls in; committed steps out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from process_engine.domain.definition import ProcessDefinition
+from process_engine.domain.errors import ConcurrencyConflict, ExpressionError
+from process_engine.domain.instance import InstanceState
+from process_engine.engine import ActionFailed, ActionSucceeded, Cancel, Start, TimerFired, VariablesRefreshed
+from process_engine.engine.commands import InstanceCompleted, InstanceFailed, RecordHistory
+from process_engine.engine.walker import new_instance
+from process_engine.engine.events import Event
+from process_engine.engine.triggers import is_queued, match, plan
+from process_engine.ports import (
+    DeadLetter,
+    DueTimer,
+    IncomingMessage,
+    InstanceStore,
+    LedgerEntry,
+    MessageCoordinate,
+    PendingAction,
+    Step,
+)
+from process_engine.runtime.registry import DefinitionRegistry
+from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
+
+log = logging.getLogger("process_engine.dispatcher")
+MAX_DEAD_LETTER_BYTES = 64 * 1024
+
+
+SCHEDULE_TOPIC = "schedule:{}"
+
+
+def utc_now() -> datetime:
+    """The real clock; tests inject their own."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class BatchResult:
+    """What one batch of messages did."""
+
+    started: list[str] = field(default_factory=list)
+    refreshed: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    steps: list[Step] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Applies events to instances through the walker and commits each batch atomically.
+
+    Thread-safe by construction: it keeps no state between calls; concurrent writers
+    meet in the store's optimistic concurrency and are retried here.
+    """
+
+    def __init__(
+        self,
+        store: InstanceStore,
+        registry: DefinitionRegistry,
+        clock: Callable[[], datetime] = utc_now,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        inline_actions: Mapping[str, InlineAction] | None = None,
+        max_attempts: int = 5,
+        on_steps: Callable[[list[Step]], None] | None = None,
+    ):
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.new_id = new_id
+        self.inline_actions = dict(inline_actions or {})
+        self.max_attempts = max_attempts
+        self.on_steps = on_steps
+
+    # -- the unit-of-work loop ------------------------------------------------
+    def _run(self, work: Callable[[UnitOfWork], Any]) -> tuple[Any, list[Step]]:
+        """Run `work` in a fresh unit of work and commit; on a conflict, re-read and redo."""
+        for attempt in range(1, self.max_attempts + 1):
+            unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions)
+            result = work(unit)
+            try:
+                steps = unit.commit()
+            except ConcurrencyConflict:
+                if attempt == self.max_attempts:
+                    raise
+                time.sleep(min(0.005 * 2**attempt, 0.5))
+                continue
+            if self.on_steps is not None and steps:
+                self.on_steps(steps)
+            return result, steps
+        raise AssertionError("unreachable")
+
+    # -- messages ---------------------------------------------------------------
+    def handle_batch(self, messages: Sequence[IncomingMessage]) -> BatchResult:
+        """Process a batch of trigger-topic messages in one transaction.
+
+        Raises:
+            StoreUnavailable: the database is down; nothing was committed.
+        """
+
+        def work(unit: UnitOfWork) -> BatchResult:
+            result = BatchResult()
+            seen = self.store.seen_messages([m.coordinate for m in messages])
+            for message in messages:
+                if message.coordinate in seen:
+                    result.duplicates += 1
+                    continue
+                self._message(unit, message, result)
+            self._start_queued(unit)
+            return result
+
+        result, steps = self._run(work)
+        result.steps = steps
+        return result
+
+    def _message(self, unit: UnitOfWork, message: IncomingMessage, result: BatchResult) -> None:
+        document = self._decode(unit, message, result)
+        if document is None:
+            return
+        for definition in self.registry.for_topic(message.coordinate.topic):
+            try:
+                self._trigger(unit, definition, message, document, result)
+            except ExpressionError as error:
+                self._dead_letter(unit, message, f"trigger of {definition.id}: {error}", result, definition.id)
+
+    def _decode(self, unit: UnitOfWork, message: IncomingMessage, result: BatchResult) -> dict[str, Any] | None:
+        if message.value is None:
+            self._dead_letter(unit, message, "empty message (no value)", result)
+            return None
+        try:
+            document = json.loads(message.value)
+        except (ValueError, UnicodeDecodeError) as error:
+            self._dead_letter(unit, message, f"not JSON: {error}", result)
+            return None
+        if not isinstance(document, dict):
+            self._dead_letter(unit, message, f"wrong shape: expected a JSON object, got {type(document).__name__}", result)
+            return None
+        return document
+
+    def _dead_letter(self, unit: UnitOfWork, message: IncomingMessage, reason: str, result: BatchResult, definition_id: str | None = None) -> None:
+        value = message.value[:MAX_DEAD_LETTER_BYTES] if message.value is not None else None
+        unit.dead_letters.append(DeadLetter(message.coordinate, reason, value, message.key, definition_id))
+        result.dead_lettered += 1
+        c = message.coordinate
+        log.warning("dead-lettered message %s/%s@%s: %s", c.topic, c.partition, c.offset, reason)
+
+    def _trigger(self, unit: UnitOfWork, definition: ProcessDefinition, message: IncomingMessage, document: dict[str, Any], result: BatchResult) -> None:
+        found = match(definition, document)
+        active = unit.active_by_key(definition.id, found.correlation_key) if found.correlation_key is not None else []
+        decided = plan(definition, found, active)
+        cause = f"{message.coordinate.topic}:{message.coordinate.partition}:{message.coordinate.offset}"
+        for instance_id in decided.cancel:
+            instance = unit.load(instance_id)
+            unit.apply(unit.definition_of(instance), instance, Cancel("restarted by a newer message"), cause)
+        for instance_id in decided.refresh:
+            instance = unit.load(instance_id)
+            unit.apply(unit.definition_of(instance), instance, VariablesRefreshed(found.variables, found.missing), cause)
+            result.refreshed += 1
+        if not (decided.start or decided.queue):
+            return
+        instance_id = self.new_id()
+        start = Start(instance_id, found.variables, document, found.correlation_key, found.missing)
+        if decided.queue:
+            self._queue(unit, definition, start, cause)
+        else:
+            unit.apply(definition, None, start, cause)
+            result.started.append(instance_id)
+        unit.ledger.append(LedgerEntry(message.coordinate, definition.id, instance_id))
+
+    def _queue(self, unit: UnitOfWork, definition: ProcessDefinition, start: Start, cause: str) -> None:
+        """Create the instance now (so the message is not lost) and start it when its turn comes."""
+        instance = new_instance(definition, start, unit.now)
+        note = RecordHistory(None, "queued", unit.now, {"variables": instance.variables}, "waiting for the active instance with the same key")
+        unit.add_new(instance, [note], cause)
+
+    def _start_queued(self, unit: UnitOfWork) -> None:
+        """When an instance with a key finished in this unit, start the next queued one."""
+        for instance_id in list(unit.commands):
+            instance = unit.instances[instance_id]
+            finished = any(isinstance(c, (InstanceCompleted, InstanceFailed)) for c in unit.commands[instance_id])
+            if not finished or instance.correlation_key is None or instance.status == "running":
+                continue
+            definition = unit.definition_of(instance)
+            if definition.trigger.mode != "queued":
+                continue
+            active = unit.active_by_key(instance.definition_id, instance.correlation_key)
+            waiting = [i for i in active if is_queued(i)]
+            if waiting and len(waiting) == len(active):
+                head = min(waiting, key=lambda i: (i.started_at, i.id))
+                start = Start(head.id, head.variables, None, head.correlation_key)
+                unit.apply(definition, head, start, f"queue:{instance.id}")
+
+    # -- timers, actions, API ---------------------------------------------------
+    def fire_timers(self, timers: Sequence[DueTimer]) -> list[Step]:
+        """Fire claimed timers; each one is used up exactly once (a timer already used is skipped)."""
+        try:
+            return self._run(lambda unit: [self._fire(unit, t) for t in timers])[1]
+        except ConcurrencyConflict:
+            if len(timers) == 1:
+                log.info("timer %s was already fired elsewhere", timers[0].timer_id)
+                return []
+        steps: list[Step] = []
+        for timer in timers:  # isolate the timer that conflicts
+            steps.extend(self.fire_timers([timer]))
+        return steps
+
+    def _fire(self, unit: UnitOfWork, timer: DueTimer) -> None:
+        instance = unit.load(timer.instance_id)
+        if instance is None:
+            return
+        unit.consumed_timers[instance.id] = timer.timer_id
+        unit.apply(unit.definition_of(instance), instance, TimerFired(timer.timer_id), f"timer:{timer.timer_id}")
+        self._start_queued(unit)
+
+    def action_finished(self, action: PendingAction, outcome: ActionSucceeded | ActionFailed) -> list[Step]:
+        """Feed an action's outcome back; the outbox row is used up in the same transaction."""
+
+        def work(unit: UnitOfWork) -> None:
+            instance = unit.load(action.instance_id)
+            if instance is None:
+                return
+            unit.consumed_actions[instance.id] = action.idempotency_key
+            unit.apply(unit.definition_of(instance), instance, outcome, f"action:{action.idempotency_key}")
+            self._start_queued(unit)
+
+        try:
+            return self._run(work)[1]
+        except ConcurrencyConflict:
+            log.info("outcome of action %s was already recorded", action.idempotency_key)
+            return []
+
+    def control(self, instance_id: str, event: Event, cause: str = "api") -> InstanceState:
+        """Apply a control event (cancel, suspend, resume, retry) or any event by hand.
+
+        Raises:
+            KeyError: no such instance.
+        """
+
+        def work(unit: UnitOfWork) -> InstanceState:
+            instance = unit.load(instance_id)
+            if instance is None:
+                raise KeyError(instance_id)
+            state = unit.apply(unit.definition_of(instance), instance, event, cause)
+            self._start_queued(unit)
+            return state
+
+        return self._run(work)[0]
+
+    def start(self, definition_id: str, variables: Mapping[str, Any], cause: str = "api") -> InstanceState:
+        """Start an instance by hand (HTTP, CLI, schedule trigger).
+
+        Raises:
+            KeyError: no active definition with this id.
+        """
+        definition = self.registry.current(definition_id)
+        if definition is None:
+            raise KeyError(definition_id)
+        instance_id = self.new_id()
+        event = Start(instance_id, dict(variables), None, None)
+        return self._run(lambda unit: unit.apply(definition, None, event, cause))[0]
+
+    def start_scheduled(self, definition_id: str, tick: datetime) -> InstanceState | None:
+        """Start the instance of one cron tick; None when another replica already did."""
+        definition = self.registry.current(definition_id)
+        if definition is None:
+            raise KeyError(definition_id)
+        coordinate = MessageCoordinate(SCHEDULE_TOPIC.format(definition_id), 0, int(tick.timestamp()))
+
+        def work(unit: UnitOfWork) -> InstanceState | None:
+            if self.store.seen_messages([coordinate]):
+                return None
+            event = Start(self.new_id(), {}, {"scheduled_at": tick.isoformat()}, None)
+            unit.ledger.append(LedgerEntry(coordinate, definition_id, event.instance_id))
+            return unit.apply(definition, None, event, f"schedule:{tick.isoformat()}")
+
+        try:
+            return self._run(work)[0]
+        except ConcurrencyConflict:
+            return None

@@ -1,0 +1,136 @@
+"""A unit of work: instances touched by one batch, their accumulated commands, one commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from process_engine.domain.definition import ProcessDefinition
+from process_engine.domain.instance import InstanceState
+from process_engine.engine import ActionFailed, ActionSucceeded, RunAction, advance
+from process_engine.engine.commands import Command
+from process_engine.engine.events import Event
+from process_engine.ports import DeadLetter, InstanceStore, LedgerEntry, Step
+from process_engine.runtime.registry import DefinitionRegistry
+
+# An inline action runs inside the step (no outbox round trip): it must be local and cheap.
+InlineAction = Callable[[RunAction, InstanceState], Any]
+
+
+class UnitOfWork:
+    """Collects steps for many instances; several events on one instance merge into one step."""
+
+    def __init__(
+        self,
+        store: InstanceStore,
+        registry: DefinitionRegistry,
+        now: datetime,
+        inline_actions: Mapping[str, InlineAction],
+    ):
+        self.store = store
+        self.registry = registry
+        self.now = now
+        self.inline_actions = inline_actions
+        self.instances: dict[str, InstanceState] = {}
+        self.expected: dict[str, int | None] = {}
+        self.commands: dict[str, list[Command]] = {}
+        self.causes: dict[str, str] = {}
+        self.consumed_timers: dict[str, str] = {}
+        self.consumed_actions: dict[str, str] = {}
+        self.ledger: list[LedgerEntry] = []
+        self.dead_letters: list[DeadLetter] = []
+        self.created: dict[tuple[str, str], list[str]] = {}  # (definition, key) -> new ids
+        self.changed: set[str] = set()
+
+    def load(self, instance_id: str) -> InstanceState | None:
+        """The instance as this unit of work sees it."""
+        if instance_id not in self.instances:
+            stored = self.store.load(instance_id)
+            if stored is None:
+                return None
+            self.instances[instance_id] = stored
+            self.expected[instance_id] = stored.version
+        return self.instances[instance_id]
+
+    def active_by_key(self, definition_id: str, key: str) -> list[InstanceState]:
+        """Active instances with this key, including ones created in this unit of work."""
+        found = {i.id: i for i in self.store.active_by_key(definition_id, key)}
+        for instance_id in list(found) + self.created.get((definition_id, key), []):
+            current = self.load(instance_id) if instance_id in found else self.instances[instance_id]
+            if current is not None:
+                found[instance_id] = current
+        return [i for i in found.values() if i.active]
+
+    def add_new(self, instance: InstanceState, commands: list[Command], cause: str) -> None:
+        """Track an instance created here (a queued start)."""
+        self.instances[instance.id] = instance
+        self.expected[instance.id] = None
+        self.commands[instance.id] = list(commands)
+        self.causes.setdefault(instance.id, cause)
+        if instance.correlation_key is not None:
+            self.created.setdefault((instance.definition_id, instance.correlation_key), []).append(instance.id)
+
+    def definition_of(self, instance: InstanceState) -> ProcessDefinition:
+        """The definition version the instance runs on."""
+        return self.registry.get(instance.definition_id, instance.definition_version)
+
+    def apply(self, definition: ProcessDefinition, instance: InstanceState | None, event: Event, cause: str) -> InstanceState:
+        """Advance one instance by one event, running inline actions straight away."""
+        state, commands = advance(definition, instance, event, self.now)
+        if instance is None:
+            self.add_new(state, [], cause)
+        self.causes.setdefault(state.id, cause)
+        pending = self.commands.setdefault(state.id, [])
+        state = self._run_inline(definition, state, commands, pending)
+        if state != instance:
+            self.changed.add(state.id)
+        self.instances[state.id] = state
+        return state
+
+    def _run_inline(self, definition: ProcessDefinition, state: InstanceState, commands: list[Command], pending: list[Command]) -> InstanceState:
+        queue = list(commands)
+        while queue:
+            command = queue.pop(0)
+            runner = self.inline_actions.get(command.action) if isinstance(command, RunAction) else None
+            if runner is None:
+                pending.append(command)
+                continue
+            try:
+                outcome: Event = ActionSucceeded(command.token_id, command.attempt, runner(command, state))
+            except Exception as error:  # an inline action failing is an action failure, not a crash
+                outcome = ActionFailed(command.token_id, command.attempt, f"{type(error).__name__}: {error}")
+            state, more = advance(definition, state, outcome, self.now)
+            queue = more + queue
+        return state
+
+    def steps(self) -> list[Step]:
+        """One step per touched instance."""
+        return [
+            Step(
+                instance=instance,
+                expected_version=self.expected.get(instance_id),
+                commands=tuple(self.commands.get(instance_id, ())),
+                correlation_id=instance_id,
+                causation_id=self.causes.get(instance_id),
+                consumed_timer=self.consumed_timers.get(instance_id),
+                consumed_action=self.consumed_actions.get(instance_id),
+            )
+            for instance_id, instance in self.instances.items()
+            if self._touched(instance_id)
+        ]
+
+    def _touched(self, instance_id: str) -> bool:
+        return (
+            self.expected.get(instance_id) is None
+            or instance_id in self.changed
+            or instance_id in self.consumed_timers
+            or instance_id in self.consumed_actions
+        )
+
+    def commit(self) -> list[Step]:
+        """Write everything in one transaction; returns the steps written."""
+        steps = self.steps()
+        if steps or self.ledger or self.dead_letters:
+            self.store.commit(steps, self.ledger, self.dead_letters)
+        return steps

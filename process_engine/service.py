@@ -1,0 +1,58 @@
+"""Running the service: start-up, signals and graceful stop around the Engine."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from process_engine.app import Engine, definition_extensions
+from process_engine.domain.instance import InstanceState
+from process_engine.settings import Settings
+
+log = logging.getLogger("process_engine")
+
+
+def run_service(settings: Settings, ready: Callable[[Engine], None] | None = None) -> int:
+    """Run until SIGTERM or SIGINT; the batch in hand commits before the process exits."""
+    engine = Engine(settings)
+    engine.build()
+    stop = engine.stop_event
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        engine.start()
+        log.info("process-engine running (group %s, brokers %s)", settings.group_id, settings.kafka_brokers)
+        if ready is not None:
+            ready(engine)
+        stop.wait()
+        log.info("stopping: finishing the batch in hand")
+    finally:
+        engine.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("stopped")
+    return 0
+
+
+def start_by_hand(settings: Settings, definition_id: str, variables: Mapping[str, Any]) -> InstanceState:
+    """Start one instance from the command line, against the same database the service uses.
+
+    Raises:
+        KeyError: the definition is not in PROCESS_DEFINITIONS_PATH.
+    """
+    from process_engine.adapters.definition_folder import DefinitionFolder
+    from process_engine.adapters.postgres.migrations import migrate
+    from process_engine.adapters.postgres.store import PostgresInstanceStore
+    from process_engine.runtime.dispatcher import Dispatcher
+    from process_engine.runtime.registry import DefinitionRegistry
+
+    migrate(settings.database_url)
+    extensions = definition_extensions()
+    with PostgresInstanceStore.connect(settings.database_url, min_size=1, max_size=2) as store:
+        registry = DefinitionRegistry(store, extensions)
+        DefinitionFolder(settings.definitions_path, registry, extensions).scan()
+        return Dispatcher(store, registry).start(definition_id, variables, cause="cli")
+
+
+__all__ = ["run_service", "start_by_hand"]
