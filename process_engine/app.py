@@ -5,26 +5,31 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from process_engine.adapters.actions import ActionContext, ActionRegistry, builtin_registry
 from process_engine.adapters.definition_folder import DefinitionFolder
 from process_engine.adapters.kafka_consumer import ConsumerSettings, TriggerConsumer
 from process_engine.adapters.kafka_producer import KafkaPublisher, kafka_config
+from process_engine.adapters.metrics import ConsumerLagSampler, EngineMetrics
 from process_engine.adapters.mqtt import MqttPublisher, MqttSettings
 from process_engine.adapters.outbox import OutboxWorker
 from process_engine.adapters.postgres.migrations import migrate
 from process_engine.adapters.postgres.store import PostgresInstanceStore
 from process_engine.adapters.timers import TimerService
 from process_engine.domain.building import Extensions
-from process_engine.domain.errors import ConfigError
+from process_engine.domain.errors import ConfigError, ProcessEngineError
 from process_engine.domain.instance import InstanceState
 from process_engine.engine import RunAction
-from process_engine.ports import Step
-from process_engine.runtime.dispatcher import Dispatcher, utc_now
+from process_engine.ports import IncomingMessage, Step
+from process_engine.runtime.dispatcher import BatchResult, Dispatcher, utc_now
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.settings import DEFAULT_NOTIFY_TARGET, Settings
 
@@ -32,6 +37,8 @@ log = logging.getLogger("process_engine")
 ACTIVITY_ENTRY_POINTS = "process_engine.activities"
 # Actions that are local and cheap run inside the step, saving an outbox round trip.
 INLINE_ACTIONS = ("log",)
+# Readiness asks the broker at most this often; probes in between get the cached answer.
+BROKER_CHECK_SECONDS = 2.0
 
 
 def custom_activity_types() -> dict[str, Any]:
@@ -54,31 +61,58 @@ def definition_extensions(actions: ActionRegistry | None = None) -> Extensions:
     return Extensions(actions=checks, activity_types=custom_activity_types())
 
 
-def inline_runner(actions: ActionRegistry, name: str) -> Callable[[RunAction, InstanceState], Any]:
-    """Run an inline action with the same context the outbox gives."""
+def inline_runner(
+    actions: ActionRegistry, name: str, on_outcome: Callable[[str, bool], None] | None = None
+) -> Callable[[RunAction, InstanceState], Any]:
+    """Run an inline action with the same context the outbox gives; `on_outcome(name, ok)` counts it."""
 
     def run(command: RunAction, instance: InstanceState) -> Any:
         context = ActionContext(command.idempotency_key, instance.id, command.activity_id, command.attempt, instance.definition_id)
-        return actions.run(name, command.config, context)
+        try:
+            result = actions.run(name, command.config, context)
+        except Exception:
+            if on_outcome is not None:
+                on_outcome(name, False)
+            raise
+        if on_outcome is not None:
+            on_outcome(name, True)
+        return result
 
     return run
 
 
+class TimedDispatcher(Dispatcher):
+    """The dispatcher, reporting each committed batch of trigger messages and how long it took."""
+
+    def __init__(self, *args: Any, on_batch: Callable[[BatchResult, int, float], None], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.on_batch = on_batch
+
+    def handle_batch(self, messages: Sequence[IncomingMessage]) -> BatchResult:
+        """As Dispatcher.handle_batch; the time covers walking and the commit."""
+        started = time.perf_counter()
+        result = super().handle_batch(messages)
+        self.on_batch(result, len(messages), time.perf_counter() - started)
+        return result
+
+
 @dataclass
 class Engine:
-    """The running service: consumer, timers, outbox, hot reload (and HTTP, wired by the CLI)."""
+    """The running service: consumer, timers, outbox, hot reload, metrics (HTTP is served by service.py)."""
 
     settings: Settings
     clock: Callable[[], datetime] = utc_now
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     step_listeners: list[Callable[[list[Step]], None]] = field(default_factory=list)
+    http_port: int | None = None  # the bound port, once service.py serves HTTP
 
     def build(self) -> None:
         """Connect, migrate and wire every part; nothing runs yet."""
         settings = self.settings
         migrate(settings.database_url)
         self.store = PostgresInstanceStore.connect(settings.database_url)
+        self.metrics = EngineMetrics()
         security = kafka_config(settings.kafka_security)
         self.mqtt = MqttPublisher(MqttSettings.from_url(settings.mqtt_url)) if settings.mqtt_url else None
         self.kafka = KafkaPublisher({"bootstrap.servers": settings.kafka_brokers, **security})
@@ -86,17 +120,24 @@ class Engine:
         self.actions.load_entry_points()
         self.extensions = definition_extensions(self.actions)
         self.registry = DefinitionRegistry(self.store, self.extensions)
-        inline = {name: inline_runner(self.actions, name) for name in INLINE_ACTIONS}
-        self.dispatcher = Dispatcher(self.store, self.registry, clock=self.clock, inline_actions=inline, on_steps=self._steps_committed)
+        inline = {name: inline_runner(self.actions, name, self.metrics.action_done) for name in INLINE_ACTIONS}
+        self.dispatcher = TimedDispatcher(
+            self.store, self.registry, clock=self.clock, inline_actions=inline, on_steps=self._steps_committed, on_batch=self.metrics.batch_done
+        )
         self.folder = DefinitionFolder(settings.definitions_path, self.registry, self.extensions)
-        self.timers = TimerService(self.store, self.dispatcher, clock=self.clock)
-        self.outbox = OutboxWorker(self.store, self.dispatcher, self.actions, clock=self.clock)
+        self.timers = TimerService(self.store, self.dispatcher, clock=self.clock, on_fired=self.metrics.timers_fired)
+        self.outbox = OutboxWorker(self.store, self.dispatcher, self.actions, clock=self.clock, on_outcome=self.metrics.action_done)
         consumer_settings = ConsumerSettings(settings.kafka_brokers, settings.group_id, settings.batch_size, security=security)
         self.consumer = TriggerConsumer(consumer_settings, self.dispatcher, self.registry)
+        self.admin = AdminClient({"bootstrap.servers": settings.kafka_brokers, **security}, logger=logging.getLogger("process_engine.librdkafka"))
+        self.lag_sampler = ConsumerLagSampler(self.admin, settings.group_id, lambda: self.consumer.assigned, self.metrics)
+        self._broker_lock = threading.Lock()
+        self._broker_check: tuple[float, dict[str, Any]] | None = None
 
     def _steps_committed(self, steps: list[Step]) -> None:
         self.timers.notice(steps)
         self.outbox.notice(steps)
+        self.metrics.steps_committed(steps)
         for listener in self.step_listeners:
             listener(steps)
 
@@ -113,6 +154,7 @@ class Engine:
         self._spawn("consumer", self.consumer.run, self.stop_event)
         self._spawn("outbox", self.outbox.run, self.stop_event)
         self._spawn("definitions", self._watch)
+        self._spawn("consumer-lag", self.lag_sampler.run, self.stop_event)
 
     def _watch(self) -> None:
         while not self.stop_event.wait(2.0):
@@ -133,6 +175,55 @@ class Engine:
         except Exception:
             log.exception("%s stopped unexpectedly; stopping the engine", name)
             self.stop_event.set()
+
+    # -- probes ---------------------------------------------------------------------
+    def alive(self) -> tuple[bool, str]:
+        """Liveness: every worker thread and the timer scheduler run; the reason when not."""
+        if self.stop_event.is_set():
+            return False, "stopping"
+        dead = [thread.name for thread in self.threads if not thread.is_alive()]
+        if not self.timers.scheduler.running:
+            dead.append("timers")
+        if dead:
+            return False, f"worker(s) stopped: {', '.join(dead)}"
+        return True, "ok"
+
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        """Readiness: each check as {"ok": bool, ...}; the broker's answer is cached briefly."""
+        alive, reason = self.alive()
+        return {
+            "workers": {"ok": True} if alive else {"ok": False, "error": reason},
+            "database": self._check_database(),
+            "broker": self._check_broker(),
+            "mqtt": self._check_mqtt(),
+        }
+
+    def _check_database(self) -> dict[str, Any]:
+        try:
+            self.store.ping()
+        except ProcessEngineError as error:
+            return {"ok": False, "error": f"{error}; check DATABASE_URL"}
+        return {"ok": True}
+
+    def _check_broker(self) -> dict[str, Any]:
+        with self._broker_lock:
+            cached = self._broker_check
+            if cached is not None and time.monotonic() - cached[0] < BROKER_CHECK_SECONDS:
+                return cached[1]
+            try:
+                self.admin.list_topics(timeout=BROKER_CHECK_SECONDS)
+                check: dict[str, Any] = {"ok": True}
+            except KafkaException as error:
+                check = {"ok": False, "error": f"no answer from {self.settings.kafka_brokers} ({error}); check REDPANDA_BROKERS"}
+            self._broker_check = (time.monotonic(), check)
+            return check
+
+    def _check_mqtt(self) -> dict[str, Any]:
+        if self.mqtt is None:
+            return {"ok": True, "skipped": "MQTT is off (MQTT_URL is empty)"}
+        if self.mqtt.is_connected():
+            return {"ok": True}
+        return {"ok": False, "error": f"not connected to {self.mqtt.target}; check MQTT_URL and that the broker runs"}
 
     def stop(self, timeout: float = 30.0) -> None:
         """Graceful stop: the batch in hand commits, actions in flight finish, then close."""

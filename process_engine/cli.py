@@ -114,6 +114,25 @@ def _parse_value(text: str):
         return text
 
 
+def _flow_test(args: argparse.Namespace) -> int:
+    from process_engine.flowtest.commands import test_command
+
+    return test_command(args.paths, args.junit, args.definitions or os.environ.get("PROCESS_DEFINITIONS_PATH"))
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from process_engine.flowtest.commands import replay_command
+
+    return replay_command(args.from_file, args.paths, args.json_output)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from process_engine.devstack.dev import dev_command
+
+    return dev_command(keep=args.keep, definitions=args.definitions, http_addr=args.http_addr,
+                       fast_timers=not args.no_fast_timers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(
@@ -140,6 +159,25 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("definition_id")
     start.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="a variable (JSON values are parsed)")
     start.set_defaults(handler=_start)
+    flow = commands.add_parser("test", help="run flow tests (*.test.yaml) in simulated time; exit 1 on any failure")
+    flow.add_argument("paths", nargs="*", metavar="PATH", help="test files or folders (default: processes/)")
+    flow.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    flow.add_argument("--definitions", metavar="PATH", help="where to find definitions not beside the test file")
+    flow.set_defaults(handler=_flow_test)
+    replay = commands.add_parser("replay", help="dry-run definitions over recorded messages (JSON lines); actions not executed")
+    replay.add_argument("--from", dest="from_file", required=True, metavar="FILE", help="recorded messages, one JSON object per line")
+    replay.add_argument("paths", nargs="*", metavar="PATH", help="definition files or folders (default: processes/)")
+    replay.add_argument("--json", dest="json_output", action="store_true", help="print the report as JSON")
+    replay.set_defaults(handler=_replay)
+    dev = commands.add_parser("dev", help="the whole stack on this machine, no Docker: broker, database, MQTT, "
+                              "engine and a telemetry simulator")
+    dev.add_argument("--keep", action="store_true", help="keep the temporary data (PostgreSQL, logs) on exit")
+    dev.add_argument("--definitions", default="processes/", metavar="PATH", help="definitions to run (default: processes/)")
+    dev.add_argument("--http-addr", metavar="HOST:PORT", help="HTTP API address (default 127.0.0.1:8080, "
+                     "a free port if taken; port 0 picks one)")
+    dev.add_argument("--no-fast-timers", action="store_true", help="run timers as written (default: a copy "
+                     "with timer durations and wait timeouts divided by 10, at least 5 s)")
+    dev.set_defaults(handler=_dev)
     return parser
 
 

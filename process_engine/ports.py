@@ -157,6 +157,9 @@ class InstanceStore(Protocol):
     def active_by_key(self, definition_id: str, correlation_key: str) -> list[InstanceState]:
         """Running or suspended instances of a definition with this key, oldest first."""
 
+    def active_by_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[InstanceState]]:
+        """active_by_key for many (definition id, key) pairs at once; pairs with none are absent."""
+
     def find_instances(self, query: InstanceQuery) -> list[InstanceState]:
         """Instances matching the filters, newest first."""
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from process_engine.adapters.http_api import create_app
+from process_engine.adapters.http_server import HttpServer
 from process_engine.app import Engine, definition_extensions
 from process_engine.domain.instance import InstanceState
 from process_engine.settings import Settings
 
 log = logging.getLogger("process_engine")
+SIGNAL_CHECK_SECONDS = 0.2
 
 
 def run_service(settings: Settings, ready: Callable[[Engine], None] | None = None) -> int:
@@ -19,15 +23,28 @@ def run_service(settings: Settings, ready: Callable[[Engine], None] | None = Non
     engine = Engine(settings)
     engine.build()
     stop = engine.stop_event
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signalled: list[int] = []
+    # The handler only records the signal: Event.set() from a handler can deadlock on the
+    # lock the interrupted main thread holds inside Event.wait().
+    previous = {sig: signal.signal(sig, lambda number, _: signalled.append(number)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    http: HttpServer | None = None
     try:
         engine.start()
-        log.info("process-engine running (group %s, brokers %s)", settings.group_id, settings.kafka_brokers)
+        http = HttpServer(create_app(engine, settings.api_token), settings.http_host, settings.http_port).start()
+        engine.http_port = http.port
+        log.info("process-engine running (group %s, brokers %s, HTTP %s)", settings.group_id, settings.kafka_brokers, http.url)
         if ready is not None:
             ready(engine)
-        stop.wait()
-        log.info("stopping: finishing the batch in hand")
+        # Poll, not a bare wait(): a signal that lands on a worker thread runs its Python
+        # handler only when the main thread wakes up.
+        while not signalled and not stop.is_set():
+            time.sleep(SIGNAL_CHECK_SECONDS)
+        reason = signal.Signals(signalled[0]).name if signalled else "a worker stopped"
+        log.info("stopping (%s): finishing the batch in hand", reason)
     finally:
+        stop.set()  # readiness turns 503 at once while the rest winds down
+        if http is not None:
+            http.stop()
         engine.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -4,11 +4,17 @@ Per batch: `consume(num_messages=...)`, one database transaction through the
 dispatcher, then a synchronous offset commit. When the database is unreachable the
 assignment is paused (the consumer keeps polling so it stays in its group), the
 batch in hand is retried with backoff, and no offset moves until it commits.
+
+Fault injection (tests only): with PROCESS_ENGINE_CRASH_AFTER_DB_COMMIT=1 in the
+environment the process exits (code 70, no cleanup) right after its first batch is
+committed in the database and before the offsets are committed: the worst moment to
+crash, which the trigger ledger must make harmless. Never set it in production.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +29,8 @@ from process_engine.runtime.dispatcher import BatchResult, Dispatcher
 from process_engine.runtime.registry import DefinitionRegistry
 
 log = logging.getLogger("process_engine.consumer")
+CRASH_AFTER_DB_COMMIT_ENV = "PROCESS_ENGINE_CRASH_AFTER_DB_COMMIT"
+CRASH_EXIT_CODE = 70
 
 
 @dataclass
@@ -85,6 +93,8 @@ class TriggerConsumer:
         self.broker_error: str | None = None
         self.assigned: list[TopicPartition] = []
         self.batches = 0
+        # The fault-injection hook of the module docstring; read once, here, for tests only.
+        self.crash_after_db_commit = os.environ.get(CRASH_AFTER_DB_COMMIT_ENV) == "1"
 
     def _error(self, error: KafkaError) -> None:
         # librdkafka retries on its own; remember the last error for readiness and logs.
@@ -143,28 +153,44 @@ class TriggerConsumer:
         return False
 
     def _process(self, consumer: Consumer, messages: list[Message], stop: threading.Event) -> None:
-        incoming = [to_incoming(m) for m in messages]
         delay = 0.2
         paused = False
         while True:
             try:
-                result = self.dispatcher.handle_batch(incoming)
+                result = self.dispatcher.handle_batch([to_incoming(m) for m in messages])
                 break
             except StoreUnavailable as error:
-                if not paused:
-                    consumer.pause(consumer.assignment())
-                    paused = True
-                log.error("database unavailable, holding %d message(s): %s", len(incoming), error)
+                consumer.pause(consumer.assignment())
+                paused = True
+                log.error("database unavailable, holding %d message(s): %s", len(messages), error)
                 if stop.wait(delay):
                     return  # stopping with nothing committed: the batch is redelivered
-                consumer.consume(num_messages=1, timeout=0)  # keeps the group membership alive
+                messages += self._poll_while_held(consumer)
                 delay = min(delay * 2, self.max_backoff)
         if paused:
             consumer.resume(consumer.assignment())
+        if self.crash_after_db_commit:
+            log.error("fault injection (%s=1): exiting after the database commit, before the offset commit", CRASH_AFTER_DB_COMMIT_ENV)
+            os._exit(CRASH_EXIT_CODE)
         self._commit(consumer, messages)
         self.batches += 1
+        log.debug(
+            "batch of %d message(s) committed: %d started, %d refreshed, %d dead-lettered, %d duplicate(s)",
+            len(messages), len(result.started), result.refreshed, result.dead_lettered, result.duplicates,
+        )
         if self.on_batch is not None:
             self.on_batch(result, len(messages))
+
+    def _poll_while_held(self, consumer: Consumer) -> list[Message]:
+        """Serve rebalance callbacks while a batch is held; keep whatever arrives.
+
+        A rebalance assigns partitions unpaused, so this poll may return messages.
+        They join the held batch: dropped, the position would already be past them
+        and the next offset commit would skip them for good.
+        """
+        arrived = [m for m in consumer.consume(num_messages=self.settings.batch_size, timeout=0) if self._usable(m)]
+        consumer.pause(consumer.assignment())  # partitions assigned by a rebalance just now
+        return arrived
 
     def _commit(self, consumer: Consumer, messages: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}

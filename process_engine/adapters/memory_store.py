@@ -107,6 +107,11 @@ class MemoryInstanceStore:
         rows.sort(key=lambda row: (row.started_at, row.id))
         return [_instance(row) for row in rows]
 
+    def active_by_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[InstanceState]]:
+        """active_by_key for many (definition id, key) pairs; pairs with none are absent."""
+        found = {key: self.active_by_key(*key) for key in set(keys)}
+        return {key: instances for key, instances in found.items() if instances}
+
     def find_instances(self, query: InstanceQuery) -> list[InstanceState]:
         """Instances matching the filters, newest first."""
         filters = query_filters(query)

@@ -47,8 +47,11 @@ class OutboxWorker:
         self.lease_seconds = lease_seconds
         self.idle_seconds = idle_seconds
         self.on_outcome = on_outcome
+        self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="action")
         self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight = 0
         self.delivered = 0
 
     def notice(self, steps: Iterable[Step]) -> None:
@@ -71,15 +74,35 @@ class OutboxWorker:
         self._wake.set()
 
     def deliver_once(self) -> int:
-        """Claim one batch and run it; returns how many actions were claimed."""
+        """Claim as many actions as there are idle workers and start them; returns how many.
+
+        It does not wait for them to finish: a slow action (a webhook running into
+        its timeout) must not hold up the actions committed after it.
+        """
+        with self._lock:
+            idle = self.workers - self._in_flight
+        if idle <= 0:
+            return 0
         try:
-            claimed = self.store.claim_actions(self.clock(), self.batch_size, self.lease_seconds)
+            claimed = self.store.claim_actions(self.clock(), min(self.batch_size, idle), self.lease_seconds)
         except ProcessEngineError as error:
             log.error("cannot claim actions: %s", error)
             return 0
-        for future in [self.pool.submit(self._deliver, action) for action in claimed]:
-            future.result()
+        for action in claimed:
+            with self._lock:
+                self._in_flight += 1
+            self.pool.submit(self._deliver_and_free, action)
         return len(claimed)
+
+    def _deliver_and_free(self, action: PendingAction) -> None:
+        try:
+            self._deliver(action)
+        except Exception:  # a bug here must not go unnoticed in a discarded future
+            log.exception("delivering %s failed; it is delivered again when its lease ends", action.idempotency_key)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            self._wake.set()  # a worker is idle: look for more
 
     def _deliver(self, action: PendingAction) -> None:
         definition_id = self._definition_id(action)
@@ -90,16 +113,28 @@ class OutboxWorker:
         except ActionError as error:
             outcome = ActionFailed(action.token_id, action.attempt, str(error), error.retriable)
         except Exception as error:  # a plug-in's bug is a failed attempt, never a dead worker
-            log.exception("action %s raised", action.action)
+            log.exception(
+                "action %s raised", action.action,
+                extra={"instance_id": action.instance_id, "definition_id": definition_id, "activity_id": action.activity_id,
+                       "idempotency_key": action.idempotency_key, "action": action.action},
+            )
             outcome = ActionFailed(action.token_id, action.attempt, f"{type(error).__name__}: {error}")
         ok = isinstance(outcome, ActionSucceeded)
         if not ok:
-            log.warning("action %s (%s) failed: %s", action.action, action.idempotency_key, outcome.error)
+            log.warning(
+                "action %s (%s) failed: %s", action.action, action.idempotency_key, outcome.error,
+                extra={"instance_id": action.instance_id, "definition_id": definition_id, "activity_id": action.activity_id,
+                       "idempotency_key": action.idempotency_key, "action": action.action},
+            )
         try:
             self.dispatcher.action_finished(action, outcome)
         except ProcessEngineError as error:
             # The row stays claimed until its lease ends, then is delivered again: at least once.
-            log.error("could not record the outcome of %s: %s", action.idempotency_key, error)
+            log.error(
+                "could not record the outcome of %s: %s", action.idempotency_key, error,
+                extra={"instance_id": action.instance_id, "definition_id": definition_id, "activity_id": action.activity_id,
+                       "idempotency_key": action.idempotency_key, "action": action.action},
+            )
             return
         self.delivered += 1
         if self.on_outcome is not None:

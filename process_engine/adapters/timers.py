@@ -90,6 +90,7 @@ class TimerService:
                     break
                 self.dispatcher.fire_timers(timers)
                 fired += len(timers)
+                log.debug("fired %d timer(s)", len(timers))
                 if self.on_fired is not None:
                     self.on_fired([(now - t.due_at).total_seconds() for t in timers])
             upcoming = self.store.next_timer_due()

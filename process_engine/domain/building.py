@@ -196,7 +196,7 @@ def _trigger(builder: _Builder, raw: Any) -> Trigger | None:
     cron = builder.text(raw, "cron", path, required=kind == "schedule")
     condition = builder.expression(path + ("condition",), raw["condition"]) if raw.get("condition") else None
     correlate = builder.jsonpath(path + ("correlate",), raw["correlate"]) if raw.get("correlate") else None
-    mode = raw.get("mode") or ("single" if correlate else "parallel")
+    mode = raw.get("mode") or "single"
     if mode not in INSTANCE_MODES:
         builder.fail(path + ("mode",), f"unknown mode {mode!r} (expected one of {list(INSTANCE_MODES)})")
     if cron is not None and len(cron.split()) != 5:

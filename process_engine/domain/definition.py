@@ -22,7 +22,7 @@ class Trigger:
     topic: str | None = None
     condition: Expression | None = None
     correlate: JsonPath | None = None
-    mode: str = "parallel"
+    mode: str = "single"
     cron: str | None = None
 
     @property

@@ -37,11 +37,16 @@ def extract(definition: ProcessDefinition, message: Any) -> tuple[dict[str, Any]
     return values, tuple(missing)
 
 
+# Without `correlate`, the whole topic is one key: later messages refresh the running
+# instance, so the seed's recheck sees the current reading (PRODUCT.md).
+TOPIC_KEY = "*"
+
+
 def correlation_key(definition: ProcessDefinition, message: Any) -> str | None:
-    """The message's correlation key as text, or None when the definition has none or it is absent."""
+    """The message's correlation key as text; TOPIC_KEY without `correlate`; None when absent."""
     path = definition.trigger.correlate
     if path is None:
-        return None
+        return TOPIC_KEY
     found, value = path.find(message)
     if not found or value is None:
         return None

@@ -142,8 +142,10 @@ def action_entries(outcome: Outcome) -> list[dict[str, Any]]:
     entries = []
     for action in outcome.actions:
         config = action.config if isinstance(action.config, dict) else {"config": action.config}
-        entry = {"instance": outcome.number_of(action.instance_id), "activity": action.activity, "action": action.action}
-        entries.append({**entry, **config, "attempt": action.attempt, "outcome": action.outcome})
+        who = {"instance": outcome.number_of(action.instance_id), "activity": action.activity, "action": action.action}
+        how = {"attempt": action.attempt, "outcome": action.outcome}
+        # the engine's own keys win over a config key of the same name
+        entries.append({**who, **{k: v for k, v in config.items() if k not in who and k not in how}, **how})
     return entries
 
 

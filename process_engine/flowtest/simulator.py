@@ -31,7 +31,8 @@ PATH_EVENTS = frozenset({"completed", "timeout", "error_path", "failed"})
 IDLE_LIMIT = timedelta(days=30)
 CLAIM_LIMIT = 100
 LEASE_SECONDS = 60.0
-# A definition that loops through timers or actions for ever must not hang a test run.
+# A definition that loops through timers or actions for ever must not hang a run; the
+# limits count per stretch of simulated time, so a long recording is not cut short.
 MAX_TIMER_FIRINGS = 10_000
 MAX_ACTIONS = 10_000
 
@@ -40,6 +41,10 @@ Answer = Callable[[PendingAction], ActionSucceeded | ActionFailed]
 
 class SimulationError(ProcessEngineError):
     """The simulation cannot go on as the test asks (a runaway loop, an unknown instance)."""
+
+    def __init__(self, reason: str, line: int | None = None):
+        self.line = line
+        super().__init__(reason)
 
 
 @dataclass
@@ -130,7 +135,6 @@ class Simulator:
         self.actions: dict[str, ObservedAction] = {}  # by idempotency key, in request order
         self.timers: list[ObservedTimer] = []
         self.dead_letters = 0
-        self.firings = 0
         self._offsets = itertools.count()
 
     @property
@@ -179,17 +183,19 @@ class Simulator:
 
     def _fire_due(self, until: datetime) -> None:
         self._settle()
+        fired = 0
         while (due := self.store.next_timer_due()) is not None and due <= until:
             self.clock.now = max(self.clock.now, due)
             timers = self.store.claim_due_timers(self.now, CLAIM_LIMIT, LEASE_SECONDS)
-            self.firings += len(timers)
-            if self.firings > MAX_TIMER_FIRINGS:
-                raise SimulationError(f"more than {MAX_TIMER_FIRINGS} timers fired by {self.now.isoformat()}: a timer loop?")
+            fired += len(timers)
+            if fired > MAX_TIMER_FIRINGS:
+                raise SimulationError(f"more than {MAX_TIMER_FIRINGS} timers fired in a row by {self.now.isoformat()}: a timer loop? (a flow test can bound it with run_for)")
             self.dispatcher.fire_timers(timers)
             self._settle()
 
     def _settle(self) -> None:
         """Answer every action in the outbox (answers may request more: retries, next activities)."""
+        answered = 0
         while pending := self.store.claim_actions(self.now, CLAIM_LIMIT, LEASE_SECONDS):
             for action in pending:
                 outcome = self.answer(action)
@@ -197,8 +203,9 @@ class Simulator:
                 if observed is not None:
                     observed.outcome = "succeeded" if isinstance(outcome, ActionSucceeded) else "failed"
                 self.dispatcher.action_finished(action, outcome)
-            if len(self.actions) > MAX_ACTIONS:
-                raise SimulationError(f"more than {MAX_ACTIONS} actions requested by {self.now.isoformat()}: a loop without a timer?")
+            answered += len(pending)
+            if answered > MAX_ACTIONS:
+                raise SimulationError(f"more than {MAX_ACTIONS} actions at {self.now.isoformat()} with no time passing: a loop without a timer?")
 
     def _observe(self, steps: list[Step]) -> None:
         """See every committed step, as the outbox and the history table would."""
@@ -294,7 +301,7 @@ def _arrive(simulator: Simulator, definition: ProcessDefinition, arrival: Arriva
         try:
             simulator.refresh(arrival.variables, at, arrival.instance)
         except SimulationError as error:
-            raise SimulationError(f"line {arrival.line}: {error}") from None
+            raise SimulationError(str(error), arrival.line) from None
     else:
         topic = arrival.topic or definition.trigger.topic or ""
         simulator.deliver(topic, encode_value(arrival.value), at, arrival.partition)

@@ -179,6 +179,7 @@ def parse_test_text(text: str, file: str) -> FlowTestFile:
     reader = _Reader(file, lines)
     parsed = reader.file(document)
     if reader.errors or parsed is None:
+        reader.errors.sort(key=lambda error: error.line or 0)
         raise DefinitionErrors(reader.errors or [DefinitionError("empty flow test file", file, 1)])
     return parsed
 
@@ -364,7 +365,7 @@ class _Reader:
             if name in expect:
                 checked = _CHECKS[name](self, path + (name,), expect[name])
                 found.append(Expectation(name, checked, self.line(path + (name,))))
-        return found
+        return sorted(found, key=lambda e: e.line or 0)  # report in the order the file reads
 
     def count(self, path: YamlPath, value: Any) -> Any:
         """A whole number, 0 or more."""

@@ -7,18 +7,18 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from process_engine.domain.definition import ProcessDefinition
-from process_engine.domain.errors import ConcurrencyConflict, ExpressionError
+from process_engine.domain.errors import ConcurrencyConflict, ExpressionError, StoreError, StoreUnavailable
 from process_engine.domain.instance import InstanceState
 from process_engine.engine import ActionFailed, ActionSucceeded, Cancel, Start, TimerFired, VariablesRefreshed
 from process_engine.engine.commands import InstanceCompleted, InstanceFailed, RecordHistory
 from process_engine.engine.walker import new_instance
 from process_engine.engine.events import Event
-from process_engine.engine.triggers import is_queued, match, plan
+from process_engine.engine.triggers import correlation_key, is_queued, match, plan
 from process_engine.ports import (
     DeadLetter,
     DueTimer,
@@ -102,18 +102,62 @@ class Dispatcher:
     def handle_batch(self, messages: Sequence[IncomingMessage]) -> BatchResult:
         """Process a batch of trigger-topic messages in one transaction.
 
+        A message the database refuses (a NUL character in text, a number too big
+        for JSON) would fail every retry of its batch and stop the consumer: when a
+        batch fails that way, its messages go one at a time and the refused one is
+        dead-lettered.
+
         Raises:
             StoreUnavailable: the database is down; nothing was committed.
         """
+        try:
+            return self._handle_batch(messages)
+        except (StoreUnavailable, ConcurrencyConflict):
+            raise
+        except StoreError as error:
+            if len(messages) == 1:
+                return self._refused(messages[0], error)
+            log.warning("a batch of %d message(s) failed to commit (%s); retrying them one at a time", len(messages), error)
+        result = BatchResult()
+        for message in messages:
+            one = self.handle_batch([message])
+            result.started += one.started
+            result.refreshed += one.refreshed
+            result.dead_lettered += one.dead_lettered
+            result.duplicates += one.duplicates
+            result.steps += one.steps
+        return result
+
+    def _refused(self, message: IncomingMessage, error: StoreError) -> BatchResult:
+        """Dead-letter one message whose outcome the database refused to store.
+
+        An error that is not about the message (permissions, a missing table) fails
+        this write too, and so still stops the consumer loudly.
+        """
+        reason = f"cannot be stored: {error}".replace("\x00", "\\x00")
 
         def work(unit: UnitOfWork) -> BatchResult:
             result = BatchResult()
+            self._dead_letter(unit, message, reason, result)
+            return result
+
+        return self._run(work)[0]
+
+    def _handle_batch(self, messages: Sequence[IncomingMessage]) -> BatchResult:
+        def work(unit: UnitOfWork) -> BatchResult:
+            result = BatchResult()
             seen = self.store.seen_messages([m.coordinate for m in messages])
+            fresh: list[tuple[IncomingMessage, dict[str, Any]]] = []
             for message in messages:
                 if message.coordinate in seen:
                     result.duplicates += 1
                     continue
-                self._message(unit, message, result)
+                document = self._decode(unit, message, result)
+                if document is not None:
+                    fresh.append((message, document))
+            unit.prefetch_active(self._keys(fresh))  # one query instead of one per message
+            for message, document in fresh:
+                self._message(unit, message, document, result)
             self._start_queued(unit)
             return result
 
@@ -121,10 +165,21 @@ class Dispatcher:
         result.steps = steps
         return result
 
-    def _message(self, unit: UnitOfWork, message: IncomingMessage, result: BatchResult) -> None:
-        document = self._decode(unit, message, result)
-        if document is None:
-            return
+    def _keys(self, fresh: list[tuple[IncomingMessage, dict[str, Any]]]) -> set[tuple[str, str]]:
+        """The (definition, correlation key) pairs a batch of decoded messages will look up."""
+        keys: set[tuple[str, str]] = set()
+        by_topic: dict[str, list[ProcessDefinition]] = {}
+        for message, document in fresh:
+            topic = message.coordinate.topic
+            if topic not in by_topic:
+                by_topic[topic] = self.registry.for_topic(topic)
+            for definition in by_topic[topic]:
+                key = correlation_key(definition, document)
+                if key is not None:
+                    keys.add((definition.id, key))
+        return keys
+
+    def _message(self, unit: UnitOfWork, message: IncomingMessage, document: dict[str, Any], result: BatchResult) -> None:
         for definition in self.registry.for_topic(message.coordinate.topic):
             try:
                 self._trigger(unit, definition, message, document, result)
@@ -150,7 +205,7 @@ class Dispatcher:
         unit.dead_letters.append(DeadLetter(message.coordinate, reason, value, message.key, definition_id))
         result.dead_lettered += 1
         c = message.coordinate
-        log.warning("dead-lettered message %s/%s@%s: %s", c.topic, c.partition, c.offset, reason)
+        log.warning("dead-lettered message %s/%s@%s: %s", c.topic, c.partition, c.offset, reason, extra={"topic": c.topic, "partition": c.partition, "offset": c.offset, "definition_id": definition_id})
 
     def _trigger(self, unit: UnitOfWork, definition: ProcessDefinition, message: IncomingMessage, document: dict[str, Any], result: BatchResult) -> None:
         found = match(definition, document)
@@ -200,17 +255,33 @@ class Dispatcher:
 
     # -- timers, actions, API ---------------------------------------------------
     def fire_timers(self, timers: Sequence[DueTimer]) -> list[Step]:
-        """Fire claimed timers; each one is used up exactly once (a timer already used is skipped)."""
+        """Fire claimed timers; each one is used up exactly once (a timer already used is skipped).
+
+        A timer whose step the store refuses (a variable JSON cannot hold) stays
+        claimed and is retried when its lease ends; it never holds up the others.
+
+        Raises:
+            StoreUnavailable: the database is down; the timers fire after their lease.
+        """
         try:
             return self._run(lambda unit: [self._fire(unit, t) for t in timers])[1]
-        except ConcurrencyConflict:
+        except StoreUnavailable:
+            raise
+        except StoreError as error:
             if len(timers) == 1:
-                log.info("timer %s was already fired elsewhere", timers[0].timer_id)
+                self._not_fired(timers[0], error)
                 return []
         steps: list[Step] = []
-        for timer in timers:  # isolate the timer that conflicts
+        for timer in timers:  # isolate the timer that conflicts or cannot be stored
             steps.extend(self.fire_timers([timer]))
         return steps
+
+    def _not_fired(self, timer: DueTimer, error: StoreError) -> None:
+        context = {"instance_id": timer.instance_id, "activity_id": timer.activity_id}
+        if isinstance(error, ConcurrencyConflict):
+            log.info("timer %s was already fired elsewhere", timer.timer_id, extra=context)
+        else:
+            log.error("timer %s cannot be fired, retrying when its lease ends: %s", timer.timer_id, error, extra=context)
 
     def _fire(self, unit: UnitOfWork, timer: DueTimer) -> None:
         instance = unit.load(timer.instance_id)
@@ -221,7 +292,12 @@ class Dispatcher:
         self._start_queued(unit)
 
     def action_finished(self, action: PendingAction, outcome: ActionSucceeded | ActionFailed) -> list[Step]:
-        """Feed an action's outcome back; the outbox row is used up in the same transaction."""
+        """Feed an action's outcome back; the outbox row is used up in the same transaction.
+
+        An outcome the store refuses (a result or error text with a NUL character) is
+        recorded without the offending part: otherwise the row would be delivered
+        again at every lease, the action running over and over.
+        """
 
         def work(unit: UnitOfWork) -> None:
             instance = unit.load(action.instance_id)
@@ -232,9 +308,16 @@ class Dispatcher:
             self._start_queued(unit)
 
         try:
-            return self._run(work)[1]
+            try:
+                return self._run(work)[1]
+            except (StoreUnavailable, ConcurrencyConflict):
+                raise
+            except StoreError as error:
+                log.warning("outcome of action %s cannot be stored as it is (%s); storing it without its detail", action.idempotency_key, error)
+                outcome = _storable(outcome, error)
+                return self._run(work)[1]
         except ConcurrencyConflict:
-            log.info("outcome of action %s was already recorded", action.idempotency_key)
+            log.info("outcome of action %s was already recorded", action.idempotency_key, extra={"instance_id": action.instance_id, "activity_id": action.activity_id, "idempotency_key": action.idempotency_key, "action": action.action})
             return []
 
     def control(self, instance_id: str, event: Event, cause: str = "api") -> InstanceState:
@@ -285,3 +368,10 @@ class Dispatcher:
             return self._run(work)[0]
         except ConcurrencyConflict:
             return None
+
+
+def _storable(outcome: ActionSucceeded | ActionFailed, error: StoreError) -> ActionSucceeded | ActionFailed:
+    """The outcome without what the store refused: the result gives way to a note, NULs are escaped."""
+    if isinstance(outcome, ActionSucceeded):
+        return replace(outcome, result=f"(result not stored: {error})".replace("\x00", "\\x00"))
+    return replace(outcome, error=outcome.error.replace("\x00", "\\x00"))

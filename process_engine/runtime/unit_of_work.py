@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +42,8 @@ class UnitOfWork:
         self.dead_letters: list[DeadLetter] = []
         self.created: dict[tuple[str, str], list[str]] = {}  # (definition, key) -> new ids
         self.changed: set[str] = set()
+        # The store's active instances per (definition, key), asked once per unit of work.
+        self.stored_active: dict[tuple[str, str], list[InstanceState]] = {}
 
     def load(self, instance_id: str) -> InstanceState | None:
         """The instance as this unit of work sees it."""
@@ -53,14 +55,34 @@ class UnitOfWork:
             self.expected[instance_id] = stored.version
         return self.instances[instance_id]
 
+    def prefetch_active(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Ask the store about many (definition, key) pairs in one query, for active_by_key."""
+        wanted = {key for key in keys if key not in self.stored_active}
+        if wanted:
+            found = self.store.active_by_keys(sorted(wanted))
+            for key in wanted:
+                self.stored_active[key] = found.get(key, [])
+
     def active_by_key(self, definition_id: str, key: str) -> list[InstanceState]:
         """Active instances with this key, including ones created in this unit of work."""
-        found = {i.id: i for i in self.store.active_by_key(definition_id, key)}
-        for instance_id in list(found) + self.created.get((definition_id, key), []):
-            current = self.load(instance_id) if instance_id in found else self.instances[instance_id]
-            if current is not None:
-                found[instance_id] = current
+        pair = (definition_id, key)
+        if pair not in self.stored_active:
+            self.stored_active[pair] = self.store.active_by_key(definition_id, key)
+        found = {stored.id: self._adopt(stored) for stored in self.stored_active[pair]}
+        if pair in self.created:
+            # A finished instance never becomes active again here: drop it, so a batch of
+            # instances sharing a key (the topic key) does not rescan all of them each time.
+            self.created[pair] = [i for i in self.created[pair] if self.instances[i].active]
+            for instance_id in self.created[pair]:
+                found[instance_id] = self.instances[instance_id]
         return [i for i in found.values() if i.active]
+
+    def _adopt(self, stored: InstanceState) -> InstanceState:
+        """The unit's version of an instance just read from the store (saves loading it again)."""
+        if stored.id not in self.instances:
+            self.instances[stored.id] = stored
+            self.expected[stored.id] = stored.version
+        return self.instances[stored.id]
 
     def add_new(self, instance: InstanceState, commands: list[Command], cause: str) -> None:
         """Track an instance created here (a queued start)."""

@@ -340,6 +340,20 @@ def test_active_by_key_lists_live_instances_oldest_first(store: InstanceStore) -
     assert store.active_by_key("flow", "nobody") == []
 
 
+
+def test_active_by_keys_answers_many_keys_in_one_call(store: InstanceStore) -> None:
+    newer = instance(started_at=T0 + timedelta(seconds=2), status="suspended")
+    older = instance(started_at=T0 + timedelta(seconds=1))
+    other_key = instance(correlation_key="hp-2")
+    done = instance(status="completed", completed_at=T0, correlation_key="hp-3")
+    store.commit([Step(s, None) for s in (newer, older, other_key, done)])
+    found = store.active_by_keys([("flow", "hp-1"), ("flow", "hp-2"), ("flow", "hp-3"), ("flow", "hp-1")])
+    assert {key: [s.id for s in states] for key, states in found.items()} == {
+        ("flow", "hp-1"): [older.id, newer.id],
+        ("flow", "hp-2"): [other_key.id],
+    }
+    assert store.active_by_keys([]) == {}
+
 def test_find_instances_filters_newest_first(store: InstanceStore) -> None:
     states = [instance(started_at=T0 + timedelta(seconds=n), status=s, correlation_key=f"k{n}")
               for n, s in enumerate(["running", "completed", "running", "failed"])]

@@ -55,13 +55,22 @@ def reading(temp: float, device: str = "hp-1") -> IncomingMessage:
 
 def test_a_hot_reading_starts_one_instance_and_a_cold_one_none(clock: Clock) -> None:
     store, dispatcher, _ = make([example("temperature-control.yaml")], clock)
-    result = dispatcher.handle_batch([reading(27.0), reading(20.0)])
+    assert dispatcher.handle_batch([reading(20.0)]).started == []
+    result = dispatcher.handle_batch([reading(27.0)])
     assert len(result.started) == 1
     instance = store.load(result.started[0])
     assert instance.variables == {"device_id": "hp-1", "temperature": 27.0, "threshold": 25.0}
     assert instance.current_activity == "activate_cooling"
     [action] = store.claim_actions(clock.now, 10, 30)
     assert action.config["payload"] == {"device_id": "hp-1", "command": "activate_cooling"}
+
+
+def test_without_correlate_the_topic_is_one_key_so_later_readings_refresh(clock: Clock) -> None:
+    store, dispatcher, _ = make([example("temperature-control.yaml")], clock)
+    [instance_id] = dispatcher.handle_batch([reading(27.0)]).started
+    assert dispatcher.handle_batch([reading(28.0), reading(22.0)]).started == []  # mode single
+    instance = store.load(instance_id)
+    assert instance.variables["temperature"] == 22.0 and instance.correlation_key == "*"
 
 
 def test_a_redelivered_message_starts_nothing(clock: Clock) -> None:

@@ -2,7 +2,8 @@
 -- A block starts with a "-- name: NAME" line and runs to the next one.
 -- Parameters are always bound (pyformat placeholders); a literal percent sign must be
 -- doubled. Batch writes take one array per column and unnest them, so a whole batch
--- of steps goes to the server in a handful of statements and one round trip.
+-- of steps goes to the server in a handful of statements and one round trip; history
+-- and ledger rows, most of a batch, go by COPY (formatted in C) right after.
 
 -- name: session_utc
 -- Timestamps come back in UTC whatever the server's default time zone is.
@@ -101,19 +102,12 @@ FROM unnest(
     %(activity_id)b::text[], %(kind)b::text[], %(due_at)b::timestamptz[]
 )
 
--- name: insert_history
-INSERT INTO process_history (
+-- name: copy_history
+-- Text COPY: the rows are formatted in C, and `data` is already JSON text.
+COPY process_history (
     id, instance_id, activity_id, event_type, timestamp, data, message,
     correlation_id, causation_id
-)
-SELECT r.id, r.instance_id, r.activity_id, r.event_type, r.timestamp, r.data::jsonb,
-       r.message, r.correlation_id, r.causation_id
-FROM unnest(
-    %(id)b::uuid[], %(instance_id)b::uuid[], %(activity_id)b::text[],
-    %(event_type)b::text[], %(timestamp)b::timestamptz[], %(data)b::text[],
-    %(message)b::text[], %(correlation_id)b::text[], %(causation_id)b::text[]
-) AS r(id, instance_id, activity_id, event_type, timestamp, data, message,
-       correlation_id, causation_id)
+) FROM STDIN
 
 -- name: insert_actions
 -- An idempotency key already queued stays as it is: the action runs once per key.
@@ -128,13 +122,8 @@ FROM unnest(
 ) AS r(idempotency_key, instance_id, token_id, activity_id, action, config, attempt)
 ON CONFLICT (idempotency_key) DO NOTHING
 
--- name: insert_ledger
-INSERT INTO trigger_ledger (topic, partition, "offset", definition_id, instance_id)
-SELECT *
-FROM unnest(
-    %(topic)b::text[], %(partition)b::int[], %(offset)b::bigint[],
-    %(definition_id)b::text[], %(instance_id)b::uuid[]
-)
+-- name: copy_ledger
+COPY trigger_ledger (topic, partition, "offset", definition_id, instance_id) FROM STDIN
 
 -- name: insert_dead_letters
 INSERT INTO dead_letters (topic, partition, "offset", reason, payload, key, definition_id)
@@ -159,6 +148,18 @@ WHERE definition_id = %(definition_id)s
   AND correlation_key = %(correlation_key)s
   AND status IN ('running', 'suspended')
 ORDER BY started_at, id
+
+-- name: active_by_keys
+-- active_by_key for many keys at once: one round trip for a whole batch of messages.
+SELECT i.id, i.definition_id, i.definition_version, i.status, i.variables, i.state,
+       i.correlation_key, i.started_at, i.completed_at, i.version
+FROM process_instances AS i
+JOIN (
+    SELECT DISTINCT * FROM unnest(%(definition_id)s::text[], %(correlation_key)s::text[])
+) AS k(definition_id, correlation_key)
+  ON i.definition_id = k.definition_id AND i.correlation_key = k.correlation_key
+WHERE i.status IN ('running', 'suspended')
+ORDER BY i.started_at, i.id
 
 -- name: find_instances
 SELECT id, definition_id, definition_version, status, variables, state,

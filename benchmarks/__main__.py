@@ -1,0 +1,110 @@
+"""`make bench`: throughput, latency, timers and memory against the machine's own limits.
+
+Starts the servers the tests use (PostgreSQL, Tansu, Mosquitto), measures the raw
+limits (B1 Kafka consume, B2 binary COPY of the engine's rows) and the seed's naive
+design (B4), then runs the real engine (TriggerConsumer, Dispatcher,
+PostgresInstanceStore, TimerService, outbox) in a child process for T1-T4. Prints a
+table, writes JSON under benchmarks/results/ and a plot for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import uuid
+from typing import Any
+
+from benchmarks import phases, raw, report
+from benchmarks.engine_control import EngineProcess
+from benchmarks.servers import Stack
+from benchmarks.workload import produce_backlog, write_definitions
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every benchmark once; exit 0 when they ran (goals are reported, not enforced)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (about 40 s), for a quick check")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    sizes = phases.QUICK if args.quick else phases.Sizes()
+    began = time.monotonic()
+    stack = Stack().start()
+    try:
+        measured, samples = run(stack, sizes)
+    finally:
+        stack.stop()
+    values = report.figures(measured, samples)
+    print(report.table(values))
+    details = {"sizes": sizes.__dict__, "seconds": round(time.monotonic() - began, 1),
+               **{k: v for k, v in measured.items() if k != "T3"}, "T3 pending": measured["T3"]["pending"]}
+    path = report.write_json(values, details, args.quick)
+    plot = report.RESULTS / "throughput_latency.png"
+    report.plot(values, samples, measured, plot)
+    if not args.quick:
+        report.plot(values, samples, measured, report.DOCS_PLOT)
+    print(f"\nwritten: {path}, {plot}{'' if args.quick else f', {report.DOCS_PLOT}'} ({time.monotonic() - began:.0f} s)")
+    return 0
+
+
+def step(name: str) -> None:
+    """Progress on stderr, so the table stays clean on stdout."""
+    print(f"[bench] {name}", file=sys.stderr, flush=True)
+
+
+def run(stack: Stack, sizes: phases.Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every phase in order; returns what each measured and the engine's samples."""
+    suffix = uuid.uuid4().hex[:6]
+    topics = phases.Topics(f"bench-five-{suffix}", f"bench-seed-{suffix}", f"bench-wait-{suffix}")
+    for topic in (topics.five, topics.seed, topics.wait):
+        stack.topic(topic, 4)
+    folder = stack.workdir / "processes"
+    write_definitions(folder, topics.five, topics.seed, topics.wait)
+    five = folder / "bench-five.yaml"
+    measured: dict[str, Any] = {}
+
+    step(f"producing {sizes.backlog:,} messages")
+    measured["produce rate"] = produce_backlog(stack.bootstrap, topics.five, sizes.backlog)
+    step("B1 raw consume")
+    measured["B1"] = raw.consume_rate(stack.bootstrap, topics.five, sizes.backlog, sizes.batch_size)
+    step("B2 raw COPY")
+    copy_url = stack.database()
+    raw.register(copy_url, five)
+    plan = raw.engine_plan(five, topics.five, sizes.batch_size)
+    measured["B2"], measured["B2 rows per instance"] = raw.write_rate(copy_url, raw.copy_batches(plan, sizes.copy_instances // sizes.batch_size))
+    step("B4 seed design")
+    naive_url = stack.database()
+    raw.register(naive_url, five)
+    measured["B4"], _ = raw.naive_rate(naive_url, stack.bootstrap, topics.five, sizes.naive_seconds)
+
+    engine_url = stack.database()
+    environ = {
+        "DATABASE_URL": engine_url, "REDPANDA_BROKERS": stack.bootstrap, "MQTT_URL": stack.mqtt_url,
+        "PROCESS_ENGINE_GROUP_ID": f"bench-{suffix}", "PROCESS_DEFINITIONS_PATH": str(folder),
+        "PROCESS_ENGINE_HTTP_ADDR": "127.0.0.1:0", "PROCESS_ENGINE_BATCH_SIZE": str(sizes.batch_size),
+        "LOG_LEVEL": "WARNING",
+    }
+    engine = EngineProcess(environ, stack.workdir / "engine.log")
+    try:
+        step("engine joining its consumer group")
+        engine.wait_ready()
+        step(f"T1 five activities ({sizes.backlog:,} waiting in Kafka)")
+        measured["T1"] = phases.drain_backlog(engine, sizes.backlog)
+        rate = measured["T1"]["rough_rate"] / 2
+        step(f"T2 latency at {rate:,.0f} msg/s for {sizes.latency_seconds:.0f} s")
+        measured["T2"] = phases.paced_latency(engine, stack.bootstrap, topics.five, rate, sizes.latency_seconds)
+        step(f"T1 seed example to its timer ({sizes.seed:,})")
+        measured["T1 seed"] = phases.seed_hot_path(engine, stack.bootstrap, topics.seed, sizes.seed)
+        step(f"T3 timers ({sizes.timers:,} pending, {sizes.timers_due:,} due within {sizes.timer_window:.0f} s)")
+        measured["T3"] = phases.timer_lateness(engine, engine_url, folder / "bench-wait.yaml", sizes)
+        step(f"T4 memory ({sizes.waiting:,} waiting instances)")
+        measured["T4"] = phases.waiting_memory(engine, stack.bootstrap, topics.wait, engine_url, sizes.waiting)
+        samples = engine.stop()
+    finally:
+        engine.kill()
+    return measured, samples
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The benchmark's servers: the same PostgreSQL, Tansu and Mosquitto the tests start."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from process_engine.adapters.postgres import migrate
+from tests.fixtures.kafka import TansuBroker, create_topic
+from tests.fixtures.mqtt import MqttBroker
+from tests.fixtures.postgres import LocalPostgres, PostgresServer, find_bin_dir
+
+
+@dataclass
+class Stack:
+    """PostgreSQL, a Kafka-compatible broker and an MQTT broker on loopback ports."""
+
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="process-engine-bench-")))
+    postgres: LocalPostgres | None = None
+    server: PostgresServer | None = None
+    kafka: TansuBroker | None = None
+    mqtt: MqttBroker | None = None
+
+    def start(self) -> Stack:
+        """Start all three; stop what started if one fails."""
+        try:
+            bin_dir = find_bin_dir()
+            if bin_dir is None:
+                raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql")
+            self.postgres = LocalPostgres(bin_dir)
+            self.server = PostgresServer(self.postgres.start(), prefix="bench")
+            self.kafka = TansuBroker(self.workdir / "tansu.log").start()
+            self.mqtt = MqttBroker(self.workdir).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def bootstrap(self) -> str:
+        """The Kafka bootstrap address."""
+        assert self.kafka is not None
+        return self.kafka.bootstrap
+
+    @property
+    def mqtt_url(self) -> str:
+        """The MQTT broker URL."""
+        assert self.mqtt is not None
+        return self.mqtt.url
+
+    def database(self) -> str:
+        """A fresh migrated database; returns its URL."""
+        assert self.server is not None
+        url = self.server.url(self.server.create_database())
+        migrate(url)
+        return url
+
+    def topic(self, name: str, partitions: int) -> str:
+        """Create a topic and wait until its partitions show."""
+        return create_topic(self.bootstrap, name, partitions)
+
+    def stop(self) -> None:
+        """Stop every server and remove the work directory."""
+        for stop in (self.mqtt, self.kafka, self.postgres):
+            if stop is not None:
+                try:
+                    stop.stop()
+                except Exception:  # teardown goes on: the other servers still need stopping
+                    pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def execute(url: str, statement: str) -> list[tuple]:
+    """Run one statement on its own autocommitted connection; its rows if it has any."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(statement)
+        return cursor.fetchall() if cursor.description is not None else []

@@ -1,0 +1,66 @@
+"""T3's pending timers: instances waiting on their timer, written straight to PostgreSQL with COPY.
+
+The rows are what the walker itself produces for `bench-wait` (one instance advanced
+for real, then copied with fresh ids), so the engine fires them like its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+
+from process_engine.adapters.postgres.commit_plan import to_json_text
+from process_engine.adapters.yaml_loader import load_file
+from process_engine.app import definition_extensions
+from process_engine.engine import Start, advance
+from process_engine.engine.commands import ScheduleTimer
+
+INSTANCE_COPY = (
+    "COPY process_instances (id, definition_id, definition_version, status, variables, state,"
+    " current_activity, correlation_key, started_at, version) FROM STDIN"
+)
+TIMER_COPY = "COPY process_timers (id, instance_id, token_id, activity_id, kind, due_at) FROM STDIN"
+
+
+def insert_pending_timers(
+    database_url: str, definition_file: Path, count: int, due_soon: int, first_due: datetime, window: float
+) -> dict[str, datetime]:
+    """`count` waiting instances with a timer each; `due_soon` of them due evenly over `window` s.
+
+    Returns the due time of each timer due within the window, by timer id.
+    """
+    with psycopg.connect(database_url) as conn:
+        version = conn.execute("SELECT max(version) FROM process_definitions WHERE id = 'bench-wait'").fetchone()[0]
+        definition = replace(load_file(definition_file, definition_extensions()), version=version)
+        now = datetime.now(timezone.utc)
+        template = str(uuid.uuid4())
+        state, commands = advance(definition, None, Start(template, {}, None, "x"), now)
+        [timer] = [c for c in commands if isinstance(c, ScheduleTimer)]
+        state_text = to_json_text(state.to_json(), "state")
+        due: dict[str, datetime] = {}
+        instances, timers = [], []
+        for number in range(count):
+            instance_id = str(uuid.uuid4())
+            if number < due_soon:
+                at = first_due + timedelta(seconds=window * number / due_soon)
+            else:
+                at = now + timedelta(days=1, milliseconds=number)
+            timer_id = timer.timer_id.replace(template, instance_id)
+            device = f"timer-{number}"
+            variables = to_json_text({"device_id": device, "temperature": 27.0}, "variables")
+            instances.append((instance_id, definition.id, version, "running", variables,
+                              state_text.replace(template, instance_id), state.current_activity, device, now, 1))
+            timers.append((timer_id, instance_id, timer.token_id, timer.activity_id, timer.kind, at))
+            if number < due_soon:
+                due[timer_id] = at
+        with conn.cursor() as cursor:
+            for statement, rows in ((INSTANCE_COPY, instances), (TIMER_COPY, timers)):
+                with cursor.copy(statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        conn.commit()
+    return due

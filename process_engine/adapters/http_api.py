@@ -1,0 +1,289 @@
+"""The HTTP control plane (Starlette): health, metrics, definitions, instances and their controls.
+
+Blocking store calls run in Starlette's threadpool: read endpoints are plain functions
+(Starlette runs those in the pool), write endpoints read the body and then hand the
+work to `run_in_threadpool`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from process_engine.adapters.definition_folder import DefinitionFolder
+from process_engine.adapters.metrics import METRICS_CONTENT_TYPE, EngineMetrics
+from process_engine.domain.definition import ProcessDefinition
+from process_engine.domain.errors import StoreError, StoreUnavailable
+from process_engine.domain.instance import STATUSES, InstanceState
+from process_engine.engine.events import Cancel, Event, Resume, Retry, Suspend
+from process_engine.ports import HistoryRecord, InstanceQuery, InstanceStore
+from process_engine.runtime.dispatcher import Dispatcher
+from process_engine.runtime.registry import DefinitionRegistry
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+
+
+class ControlPlane(Protocol):
+    """What the HTTP API needs from the engine (the Engine of app.py provides it)."""
+
+    store: InstanceStore
+    registry: DefinitionRegistry
+    folder: DefinitionFolder
+    dispatcher: Dispatcher
+    metrics: EngineMetrics
+
+    def alive(self) -> tuple[bool, str]:
+        """Whether every worker thread runs, and why not."""
+
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        """Each dependency's check: {"database": {"ok": True, ...}, ...}."""
+
+
+# Control actions: the event, the statuses it applies to, and what it needs to become.
+CONTROLS: dict[str, tuple[Callable[[], Event], tuple[str, ...]]] = {
+    "cancel": (lambda: Cancel("cancelled through the HTTP API"), ("running", "suspended")),
+    "suspend": (lambda: Suspend("suspended through the HTTP API"), ("running",)),
+    "resume": (Resume, ("suspended",)),
+    "retry": (Retry, ("failed",)),
+}
+
+
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An error response: `{"error": "..."}` naming the thing and the fix."""
+    return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
+
+
+def instance_json(instance: InstanceState) -> dict[str, Any]:
+    """An instance as the API shows it."""
+    return {
+        "id": instance.id,
+        "definition_id": instance.definition_id,
+        "definition_version": instance.definition_version,
+        "status": instance.status,
+        "current_activity": instance.current_activity,
+        "variables": instance.variables,
+        "correlation_key": instance.correlation_key,
+        "started_at": _iso(instance.started_at),
+        "completed_at": _iso(instance.completed_at),
+        "error": instance.error,
+        "tokens": [{"id": t.id, "activity_id": t.activity_id, "waiting": t.waiting, "attempt": t.attempt} for t in instance.tokens],
+    }
+
+
+def history_json(record: HistoryRecord) -> dict[str, Any]:
+    """One history row as the API shows it."""
+    return {
+        "event_id": record.event_id,
+        "activity_id": record.activity_id,
+        "event_type": record.event_type,
+        "timestamp": _iso(record.timestamp),
+        "data": record.data,
+        "message": record.message,
+        "correlation_id": record.correlation_id,
+        "causation_id": record.causation_id,
+    }
+
+
+def definition_json(definition: ProcessDefinition) -> dict[str, Any]:
+    """An active definition as the API shows it."""
+    trigger = definition.trigger
+    return {
+        "id": definition.id,
+        "version": definition.version,
+        "name": definition.name,
+        "trigger": {"type": trigger.type, "topic": trigger.topic, "cron": trigger.cron, "mode": trigger.mode},
+        "file": definition.source_file,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+class HttpApi:
+    """The endpoints, bound to one engine."""
+
+    def __init__(self, engine: ControlPlane, api_token: str | None):
+        self.engine = engine
+        self.token = api_token.encode() if api_token else None
+
+    # -- probes and metrics -----------------------------------------------------
+    def healthz(self, request: Request) -> Response:
+        """Liveness: 200 while every worker thread of the process runs."""
+        alive, reason = self.engine.alive()
+        return JSONResponse({"status": "ok" if alive else reason}, status_code=200 if alive else 503)
+
+    def readyz(self, request: Request) -> Response:
+        """Readiness: 200 only when the database, the broker and MQTT answer."""
+        checks = self.engine.readiness()
+        ready = all(check["ok"] for check in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    def metrics(self, request: Request) -> Response:
+        """Prometheus text format."""
+        return Response(self.engine.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+    # -- reads --------------------------------------------------------------------
+    def definitions(self, request: Request) -> Response:
+        """Active definitions, and the load errors of files that are broken right now."""
+        active = sorted(self.engine.registry.active(), key=lambda d: d.id)
+        errors = [{"file": e.file, "line": e.line, "reason": e.reason} for e in self.engine.folder.errors()]
+        return JSONResponse({"definitions": [definition_json(d) for d in active], "errors": errors})
+
+    def instances(self, request: Request) -> Response:
+        """Instances, newest first, filtered by `status` and `definition`."""
+        params = request.query_params
+        status = params.get("status") or None
+        if status is not None and status not in STATUSES:
+            return error(400, f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        limit_text = params.get("limit") or str(DEFAULT_LIMIT)
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+            return error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}, got {limit_text!r}")
+        query = InstanceQuery(status=status, definition_id=params.get("definition") or None, limit=int(limit_text))
+        found = self.engine.store.find_instances(query)
+        return JSONResponse({"instances": [instance_json(i) for i in found]})
+
+    def instance(self, request: Request) -> Response:
+        """One instance with its history, oldest event first."""
+        instance_id = request.path_params["instance_id"]
+        instance = self.engine.store.load(instance_id)
+        if instance is None:
+            return _unknown_instance(instance_id)
+        history = self.engine.store.history(instance_id)
+        return JSONResponse({**instance_json(instance), "history": [history_json(r) for r in history]})
+
+    # -- writes -------------------------------------------------------------------
+    async def start(self, request: Request) -> Response:
+        """Start an instance of an active definition: body `{"variables": {...}}` (optional)."""
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
+        unknown = sorted(set(body) - {"variables"})
+        variables = body.get("variables", {})
+        if unknown or not isinstance(variables, dict):
+            return error(400, 'the body must be {"variables": {...}} (a JSON object of variable values)')
+        definition_id = request.path_params["definition_id"]
+        try:
+            instance = await run_in_threadpool(self.engine.dispatcher.start, definition_id, variables, "http")
+        except KeyError:
+            return error(404, f"no active definition '{definition_id}': GET /definitions lists them")
+        stored = await run_in_threadpool(self.engine.store.load, instance.id)
+        return JSONResponse(instance_json(stored or instance), status_code=201)
+
+    async def control(self, request: Request) -> Response:
+        """cancel, suspend, resume or retry one instance; 409 when the action does not apply."""
+        instance_id, action = request.path_params["instance_id"], request.path_params["action"]
+        if action not in CONTROLS:
+            return error(404, f"unknown action '{action}': use one of {', '.join(CONTROLS)}")
+        return await run_in_threadpool(self._control, instance_id, action)
+
+    def _control(self, instance_id: str, action: str) -> Response:
+        make_event, applies_to = CONTROLS[action]
+        before = self.engine.store.load(instance_id)
+        if before is None:
+            return _unknown_instance(instance_id)
+        if before.status not in applies_to:
+            return _not_applicable(before, action, applies_to)
+        try:
+            after = self.engine.dispatcher.control(instance_id, make_event(), cause=f"http:{action}")
+        except KeyError:
+            return _unknown_instance(instance_id)
+        if after == before:  # the walker did nothing: the status changed in the meantime
+            current = self.engine.store.load(instance_id) or before
+            return _not_applicable(current, action, applies_to)
+        stored = self.engine.store.load(instance_id)
+        return JSONResponse(instance_json(stored or after))
+
+    # -- the guard ----------------------------------------------------------------
+    def authorized(self, request: Request) -> bool:
+        """True when no token is configured or the request carries it as a bearer token."""
+        if self.token is None:
+            return True
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(credentials.strip().encode(), self.token)
+
+
+def _unknown_instance(instance_id: str) -> Response:
+    return error(404, f"no instance '{instance_id}': GET /instances lists them")
+
+
+def _not_applicable(instance: InstanceState, action: str, applies_to: tuple[str, ...]) -> Response:
+    return error(409, f"cannot {action} instance {instance.id}: it is {instance.status}; {action} applies to {' or '.join(applies_to)} instances")
+
+
+async def _json_body(request: Request) -> dict[str, Any] | Response:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as problem:
+        return error(400, f"the body is not JSON ({problem}); send {{\"variables\": {{...}}}}")
+    if not isinstance(body, dict):
+        return error(400, 'the body must be a JSON object: {"variables": {...}}')
+    return body
+
+
+def guarded(api: HttpApi, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Refuse a mutating call without the bearer token (401)."""
+
+    async def checked(request: Request) -> Response:
+        if not api.authorized(request):
+            return error(
+                401,
+                "missing or wrong bearer token: send Authorization: Bearer <PROCESS_ENGINE_API_TOKEN>",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        return await endpoint(request)
+
+    return checked
+
+
+async def _http_error(request: Request, problem: Exception) -> Response:
+    assert isinstance(problem, HTTPException)
+    message = {404: f"no endpoint {request.url.path}: see GET /definitions and GET /instances", 405: f"{request.method} is not allowed on {request.url.path}"}
+    return error(problem.status_code, message.get(problem.status_code, str(problem.detail)), problem.headers)
+
+
+async def _store_error(request: Request, problem: Exception) -> Response:
+    if isinstance(problem, StoreUnavailable):
+        return error(503, f"database unavailable: {problem}; check DATABASE_URL and that PostgreSQL runs")
+    return error(500, f"database error: {problem}")
+
+
+def create_app(engine: ControlPlane, api_token: str | None) -> Starlette:
+    """The ASGI app of the control plane.
+
+    Args:
+        engine: the running engine (or anything with the ControlPlane attributes).
+        api_token: when set, POST endpoints need `Authorization: Bearer <api_token>`.
+    """
+    api = HttpApi(engine, api_token)
+    routes = [
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/readyz", api.readyz, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/definitions", api.definitions, methods=["GET"]),
+        Route("/definitions/{definition_id}/instances", guarded(api, api.start), methods=["POST"]),
+        Route("/instances", api.instances, methods=["GET"]),
+        Route("/instances/{instance_id}", api.instance, methods=["GET"]),
+        Route("/instances/{instance_id}/{action}", guarded(api, api.control), methods=["POST"]),
+    ]
+    handlers = {HTTPException: _http_error, StoreError: _store_error}
+    return Starlette(routes=routes, exception_handlers=handlers)
+
+
+__all__ = ["ControlPlane", "HttpApi", "create_app"]
