@@ -52,6 +52,12 @@ class Stack:
         assert self.mqtt is not None
         return self.mqtt.url
 
+    @property
+    def postgres_pid(self) -> int:
+        """The postmaster's process id (its backends are its children)."""
+        assert self.postgres is not None
+        return int((self.postgres.data / "postmaster.pid").read_text().split()[0])
+
     def database(self) -> str:
         """A fresh migrated database; returns its URL."""
         assert self.server is not None

@@ -74,11 +74,15 @@ activities:
 
 
 def write_definitions(folder: Path, five_topic: str, seed_topic: str, wait_topic: str) -> None:
-    """The three benchmark definitions, the seed example unchanged but for its topic."""
+    """The three benchmark definitions; the seed example's activities unchanged."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bench-five.yaml").write_text(FIVE_ACTIVITIES.format(topic=five_topic), encoding="utf-8")
     (folder / "bench-wait.yaml").write_text(WAITING.format(topic=wait_topic), encoding="utf-8")
-    seed = SEED_EXAMPLE.read_text(encoding="utf-8").replace("topic: heatpump-telemetry", f"topic: {seed_topic}")
+    # One instance per device: without `correlate` the whole topic is one key, and every
+    # later reading would refresh the one waiting instance instead of starting another.
+    seed = SEED_EXAMPLE.read_text(encoding="utf-8").replace(
+        "topic: heatpump-telemetry", f"topic: {seed_topic}\n  correlate: tags.device_id"
+    )
     (folder / "temperature-control.yaml").write_text(seed, encoding="utf-8")
 
 

@@ -154,6 +154,9 @@ class InstanceStore(Protocol):
     def load(self, instance_id: str) -> InstanceState | None:
         """One instance by id."""
 
+    def load_many(self, instance_ids: Sequence[str]) -> dict[str, InstanceState]:
+        """Several instances by id at once; unknown ids are absent."""
+
     def active_by_key(self, definition_id: str, correlation_key: str) -> list[InstanceState]:
         """Running or suspended instances of a definition with this key, oldest first."""
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from process_engine.adapters.mqtt import MqttSettings
 from process_engine.domain.errors import ConfigError
 
 # Channels that are not configured publish here, so a definition's `channel: alert`
@@ -45,9 +46,10 @@ class Settings:
         database_url = _required(environ, "DATABASE_URL")
         if not database_url.startswith(("postgres://", "postgresql://")) and "=" not in database_url:
             raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, got {database_url!r}")
-        brokers = environ.get("REDPANDA_BROKERS") or environ.get("KAFKA_BOOTSTRAP_SERVERS") or "localhost:9092"
+        brokers_name = "REDPANDA_BROKERS" if environ.get("REDPANDA_BROKERS") else "KAFKA_BOOTSTRAP_SERVERS"
+        brokers = environ.get(brokers_name) or "localhost:9092"
         for broker in brokers.split(","):
-            _host_port(broker.strip(), "REDPANDA_BROKERS")
+            _host_port(broker.strip(), brokers_name)
         host, port = _host_port(environ.get("PROCESS_ENGINE_HTTP_ADDR") or "0.0.0.0:8080", "PROCESS_ENGINE_HTTP_ADDR", lowest_port=0)
         return cls(
             database_url=database_url,
@@ -88,8 +90,8 @@ def _mqtt_url(environ: Mapping[str, str]) -> str | None:
     if value is None:
         return "mqtt://localhost:1883"
     value = value.strip()
-    if value and not value.startswith(("mqtt://", "mqtts://")):
-        raise ConfigError(f"MQTT_URL must start with mqtt:// or mqtts://, got {value!r}")
+    if value:
+        MqttSettings.from_url(value)  # here, so a bad URL stops start-up before anything runs
     return value or None  # MQTT_URL= (empty) turns MQTT off
 
 

@@ -66,3 +66,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     # Third-party chatter stays at warning unless asked for.
     for noisy in ("apscheduler", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # "skipped: maximum number of running instances" is the timer sweep overlapping a
+    # firing in progress: expected, not worth a warning.
+    logging.getLogger("apscheduler.scheduler").setLevel(max(logging.ERROR, logging.getLevelName(level)))

@@ -94,6 +94,11 @@ class MemoryInstanceStore:
             row = self._instances.get(key) if key else None
         return _instance(row) if row else None
 
+    def load_many(self, instance_ids: Sequence[str]) -> dict[str, InstanceState]:
+        """Several instances by id; unknown or malformed ids are absent."""
+        found = {key: self.load(key) for key in instance_ids}
+        return {state.id: state for state in found.values() if state is not None}
+
     def active_by_key(self, definition_id: str, correlation_key: str) -> list[InstanceState]:
         """Running or suspended instances of a definition with this key, oldest first."""
         with self._lock:

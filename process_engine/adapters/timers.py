@@ -55,6 +55,8 @@ class TimerService:
 
     def start(self) -> None:
         """Start the scheduler; overdue timers fire right away."""
+        # The sweep is a safety net: when a firing is still running, skipping a tick is
+        # right; the scheduler's warning about it is silenced in logs.configure_logging.
         self.scheduler.add_job(self.fire_due, "interval", seconds=self.sweep_seconds, id="sweep", max_instances=1)
         self.scheduler.start()
         self.wake(self.clock())
@@ -77,7 +79,9 @@ class TimerService:
                 return
             self._wake_at = at
         if self.scheduler.running:
-            self.scheduler.add_job(self.fire_due, "date", run_date=at, id=WAKE_JOB, replace_existing=True, max_instances=1)
+            # A new wake may come due while the previous one still fires; claims use
+            # SKIP LOCKED, so letting both run is safe and nothing is skipped.
+            self.scheduler.add_job(self.fire_due, "date", run_date=at, id=WAKE_JOB, replace_existing=True, max_instances=2)
 
     def fire_due(self) -> int:
         """Claim and fire every timer due now, in batches; returns how many fired."""

@@ -60,7 +60,7 @@ class Run:
 
     def move(self, token: Token, activity_id: str) -> None:
         """Send a token on to another activity and queue it to run."""
-        self.tokens[token.id] = replace(token, activity_id=activity_id, waiting=None, timer_id=None, attempt=0)
+        self.tokens[token.id] = token.moved_to(activity_id)
         self.ready.append(token.id)
 
     def update(self, token: Token, **changes: Any) -> Token:

@@ -30,6 +30,7 @@ from process_engine.ports import (
     Step,
 )
 from process_engine.runtime.registry import DefinitionRegistry
+from process_engine.runtime.retry import ConflictRetry
 from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
 
 log = logging.getLogger("process_engine.dispatcher")
@@ -69,7 +70,7 @@ class Dispatcher:
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         inline_actions: Mapping[str, InlineAction] | None = None,
-        max_attempts: int = 5,
+        retry: ConflictRetry = ConflictRetry(),
         on_steps: Callable[[list[Step]], None] | None = None,
     ):
         self.store = store
@@ -77,21 +78,21 @@ class Dispatcher:
         self.clock = clock
         self.new_id = new_id
         self.inline_actions = dict(inline_actions or {})
-        self.max_attempts = max_attempts
+        self.retry = retry
         self.on_steps = on_steps
 
     # -- the unit-of-work loop ------------------------------------------------
     def _run(self, work: Callable[[UnitOfWork], Any]) -> tuple[Any, list[Step]]:
         """Run `work` in a fresh unit of work and commit; on a conflict, re-read and redo."""
-        for attempt in range(1, self.max_attempts + 1):
+        for attempt in range(1, self.retry.max_attempts + 1):
             unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions)
             result = work(unit)
             try:
                 steps = unit.commit()
             except ConcurrencyConflict:
-                if attempt == self.max_attempts:
+                if attempt == self.retry.max_attempts:
                     raise
-                time.sleep(min(0.005 * 2**attempt, 0.5))
+                time.sleep(self.retry.delay(attempt))
                 continue
             if self.on_steps is not None and steps:
                 self.on_steps(steps)
@@ -263,8 +264,15 @@ class Dispatcher:
         Raises:
             StoreUnavailable: the database is down; the timers fire after their lease.
         """
+
+        def work(unit: UnitOfWork) -> None:
+            unit.prefetch(timer.instance_id for timer in timers)  # one query, not one per timer
+            for timer in timers:
+                self._fire(unit, timer)
+            self._start_queued(unit)  # once: it looks at every instance of the unit
+
         try:
-            return self._run(lambda unit: [self._fire(unit, t) for t in timers])[1]
+            return self._run(work)[1]
         except StoreUnavailable:
             raise
         except StoreError as error:
@@ -289,7 +297,6 @@ class Dispatcher:
             return
         unit.consumed_timers[instance.id] = timer.timer_id
         unit.apply(unit.definition_of(instance), instance, TimerFired(timer.timer_id), f"timer:{timer.timer_id}")
-        self._start_queued(unit)
 
     def action_finished(self, action: PendingAction, outcome: ActionSucceeded | ActionFailed) -> list[Step]:
         """Feed an action's outcome back; the outbox row is used up in the same transaction.

@@ -55,6 +55,13 @@ class UnitOfWork:
             self.expected[instance_id] = stored.version
         return self.instances[instance_id]
 
+    def prefetch(self, instance_ids: Iterable[str]) -> None:
+        """Load many instances in one query, for `load` to answer from."""
+        wanted = [instance_id for instance_id in instance_ids if instance_id not in self.instances]
+        if wanted:
+            for stored in self.store.load_many(wanted).values():
+                self._adopt(stored)
+
     def prefetch_active(self, keys: Iterable[tuple[str, str]]) -> None:
         """Ask the store about many (definition, key) pairs in one query, for active_by_key."""
         wanted = {key for key in keys if key not in self.stored_active}

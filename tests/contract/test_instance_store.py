@@ -341,6 +341,14 @@ def test_active_by_key_lists_live_instances_oldest_first(store: InstanceStore) -
 
 
 
+
+def test_load_many_gives_the_known_instances_by_id(store: InstanceStore) -> None:
+    first, second = instance(), instance(status="completed", completed_at=T0)
+    store.commit([Step(s, None) for s in (first, second)])
+    found = store.load_many([first.id, second.id, str(uuid.uuid4()), "not-a-uuid", first.id])
+    assert found == {first.id: store.load(first.id), second.id: store.load(second.id)}
+    assert store.load_many([]) == {}
+
 def test_active_by_keys_answers_many_keys_in_one_call(store: InstanceStore) -> None:
     newer = instance(started_at=T0 + timedelta(seconds=2), status="suspended")
     older = instance(started_at=T0 + timedelta(seconds=1))

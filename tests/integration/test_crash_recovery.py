@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from confluent_kafka import OFFSET_INVALID
 
 from process_engine.adapters.kafka_consumer import CRASH_AFTER_DB_COMMIT_ENV, CRASH_EXIT_CODE
 from tests.fixtures import wait_until
@@ -37,16 +38,18 @@ def test_a_crash_between_database_commit_and_offset_commit_starts_no_duplicate(
 
     crashing = engine_process({**environ, CRASH_AFTER_DB_COMMIT_ENV: "1"}, "crashing")
     assert crashing.wait_exit(60) == CRASH_EXIT_CODE, crashing.tail()
-    assert committed_offsets(kafka_bootstrap, group, topic) == [-1001]  # nothing committed
+    assert committed_offsets(kafka_bootstrap, group, topic) == [OFFSET_INVALID]  # nothing committed
     [instance] = rows(database_url, "SELECT id, status, current_activity FROM process_instances")
     ledger = rows(database_url, 'SELECT topic, partition, "offset", definition_id, instance_id FROM trigger_ledger')
     assert ledger == [{"topic": topic, "partition": 0, "offset": offset, "definition_id": "temperature-control", "instance_id": instance["id"]}]
 
-    restarted = engine_process(environ, "restarted")  # same group: the message is redelivered to it
+    restarted = engine_process({**environ, "LOG_LEVEL": "DEBUG"}, "restarted")  # same group: redelivered to it
     wait_until(lambda: committed_offsets(kafka_bootstrap, group, topic) == [offset + 1], 60, "the redelivered message's offset commit")
     instances = rows(database_url, "SELECT id, current_activity FROM process_instances")
     assert [i["id"] for i in instances] == [instance["id"]]
     assert len(rows(database_url, "SELECT 1 FROM trigger_ledger")) == 1
+    [batch] = restarted.wait_for_log("batch of 1 message(s) committed")
+    assert batch.endswith("0 started, 0 refreshed, 0 dead-lettered, 1 duplicate(s)")
     # (Whether the restarted engine sends the instance's MQTT command at once depends on
     # whether the crashed one had claimed it: a claim is held for the outbox lease, 60 s.)
     # SIGTERM: the batch in hand is committed, the group left, and the exit is clean.

@@ -52,6 +52,9 @@ def test_defaults_and_values_from_the_environment() -> None:
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"MQTT_URL": "tcp://localhost:1883"}, "MQTT_URL"),
+        ({"MQTT_URL": "mqtt://:1883"}, "MQTT_URL"),
+        ({"MQTT_URL": "mqtt://broker:port"}, "MQTT_URL"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "KAFKA_BOOTSTRAP_SERVERS"),
         ({"PROCESS_ENGINE_BATCH_SIZE": "0"}, "PROCESS_ENGINE_BATCH_SIZE"),
     ],
 )

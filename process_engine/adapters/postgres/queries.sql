@@ -139,6 +139,12 @@ SELECT id, definition_id, definition_version, status, variables, state,
 FROM process_instances
 WHERE id = %(id)s
 
+-- name: load_instances
+SELECT id, definition_id, definition_version, status, variables, state,
+       correlation_key, started_at, completed_at, version
+FROM process_instances
+WHERE id = ANY(%(ids)s::uuid[])
+
 -- name: active_by_key
 -- The status list matches idx_process_instances_active_key's predicate.
 SELECT id, definition_id, definition_version, status, variables, state,

@@ -126,6 +126,14 @@ class PostgresInstanceStore:
         rows = self._rows(f"loading instance {key}", "load_instance", {"id": key})
         return InstanceState.from_row(**rows[0]) if rows else None
 
+    def load_many(self, instance_ids: Sequence[str]) -> dict[str, InstanceState]:
+        """Several instances by id in one query; unknown or malformed ids are absent."""
+        keys = sorted({key for key in map(_uuid_or_none, instance_ids) if key is not None})
+        if not keys:
+            return {}
+        rows = self._rows(f"loading {len(keys)} instance(s)", "load_instances", {"ids": keys})
+        return {instance.id: instance for instance in (InstanceState.from_row(**row) for row in rows)}
+
     def active_by_key(self, definition_id: str, correlation_key: str) -> list[InstanceState]:
         """Running or suspended instances of a definition with this key, oldest first."""
         params = {"definition_id": definition_id, "correlation_key": correlation_key}

@@ -1,0 +1,18 @@
+"""Token.moved_to: the walker's fast path must equal the field-by-field replace it stands for."""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+from process_engine.domain.instance import Token
+
+
+def test_moved_to_equals_replace_with_wait_timer_and_attempt_cleared() -> None:
+    token = Token("t3", "service", "action", "timer-1", 2, 4, (("fork:t1:1", 2),))
+    expected = replace(token, activity_id="next", waiting=None, timer_id=None, attempt=0)
+    assert token.moved_to("next") == expected
+
+
+def test_moved_to_knows_every_field() -> None:
+    # A new Token field must be handled in moved_to (it builds the token positionally).
+    assert [f.name for f in fields(Token)] == ["id", "activity_id", "waiting", "timer_id", "attempt", "visit", "forks"]
