@@ -13,16 +13,15 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from process_engine.adapters.payloads import encode_payload
 from process_engine.domain.errors import ActionError, ConfigError
 
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -199,22 +198,8 @@ def _action_error(error: KafkaError, topic: str) -> ActionError:
 
 
 def encode_value(payload: Any) -> bytes | None:
-    """Message value: None stays None (a tombstone), else as `publish` documents."""
-    if payload is None or isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, str):
-        return payload.encode("utf-8")
-    try:
-        return json.dumps(payload, separators=(",", ":"), default=_json_default).encode("utf-8")
-    except (TypeError, ValueError) as error:
-        raise ActionError(f"payload is not JSON-serialisable: {error}", retriable=False) from None
-
-
-def _json_default(value: Any) -> Any:
-    # YAML turns unquoted timestamps into datetimes; send them as ISO-8601 text.
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+    """Message value: None stays None (a tombstone), else as `encode_payload` writes it."""
+    return None if payload is None else encode_payload(payload)
 
 
 def _encode_key(key: Any) -> bytes | None:

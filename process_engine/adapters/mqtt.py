@@ -8,13 +8,11 @@ message carries its idempotency key as the user property `idempotency-key`.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -23,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from process_engine.adapters.payloads import encode_payload
 from process_engine.domain.errors import ActionError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -79,27 +78,6 @@ class MqttSettings:
         """The broker as a URL without credentials: for logs, errors and breaker keys."""
         scheme = "mqtts" if self.tls else "mqtt"
         return f"{scheme}://{self.host}:{self.port}"
-
-
-def encode_payload(payload: Any) -> bytes:
-    """Bytes as they are, text as UTF-8, None as empty, anything else as compact JSON."""
-    if payload is None:
-        return b""
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    if isinstance(payload, str):
-        return payload.encode("utf-8")
-    try:
-        return json.dumps(payload, separators=(",", ":"), default=_json_default).encode("utf-8")
-    except (TypeError, ValueError) as error:
-        raise ActionError(f"payload is not JSON-serialisable: {error}", retriable=False) from None
-
-
-def _json_default(value: Any) -> Any:
-    # YAML turns unquoted timestamps into datetimes; send them as ISO-8601 text.
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 class MqttPublisher:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from process_engine.domain.definition import ProcessDefinition
-from process_engine.domain.errors import ExpressionError
 from process_engine.domain.instance import InstanceState
 
 

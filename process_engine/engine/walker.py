@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from process_engine.domain.definition import Activity, ProcessDefinition
-from process_engine.domain.instance import WAIT_ACTION, WAIT_CONDITION, WAIT_TIMER, InstanceState, Token
+from process_engine.domain.instance import WAIT_ACTION, WAIT_CONDITION, WAIT_TIMER, InstanceState
 from process_engine.engine import activities
-from process_engine.engine.commands import CancelTimer, Command
+from process_engine.engine.commands import Command
 from process_engine.engine.events import (
     ActionFailed,
     ActionSucceeded,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from process_engine.adapters.mqtt import MqttSettings, encode_payload, settings_from_environ
+from process_engine.adapters.mqtt import MqttSettings, settings_from_environ
+from process_engine.adapters.payloads import encode_payload
 from process_engine.domain.errors import ActionError, ConfigError
 
 
