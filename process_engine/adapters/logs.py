@@ -69,3 +69,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     # "skipped: maximum number of running instances" is the timer sweep overlapping a
     # firing in progress: expected, not worth a warning.
     logging.getLogger("apscheduler.scheduler").setLevel(max(logging.ERROR, logging.getLevelName(level)))
+    # A conflict inside the commit pipeline makes psycopg warn "error ignored terminating
+    # <Pipeline>" on its way out; the conflict itself is raised and retried (psycopg#266).
+    logging.getLogger("psycopg").setLevel(max(logging.ERROR, logging.getLevelName(level)))
