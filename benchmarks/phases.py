@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +104,8 @@ def seed_hot_path(engine: EngineProcess, bootstrap: str, topic: str, count: int)
 def timer_lateness(engine: EngineProcess, database_url: str, definition: Path, sizes: Sizes) -> dict[str, Any]:
     """T3: pending timers written with COPY, fired by the engine's TimerService."""
     fired_before = engine.progress.get("fired", 0)
-    first_due = datetime.now(timezone.utc) + timedelta(seconds=3)
     began = time.perf_counter()
-    due = insert_pending_timers(database_url, definition, sizes.timers, sizes.timers_due, first_due, sizes.timer_window)
+    due = insert_pending_timers(database_url, definition, sizes.timers, sizes.timers_due, 2.0, sizes.timer_window)
     insert_seconds = time.perf_counter() - began
     engine.wait_count("fired", fired_before + len(due), sizes.timer_window + 60)
     return {"due": due, "insert_seconds": insert_seconds, "pending": sizes.timers}

@@ -27,11 +27,13 @@ TIMER_COPY = "COPY process_timers (id, instance_id, token_id, activity_id, kind,
 
 
 def insert_pending_timers(
-    database_url: str, definition_file: Path, count: int, due_soon: int, first_due: datetime, window: float
+    database_url: str, definition_file: Path, count: int, due_soon: int, lead: float, window: float
 ) -> dict[str, datetime]:
     """`count` waiting instances with a timer each; `due_soon` of them due evenly over `window` s.
 
-    Returns the due time of each timer due within the window, by timer id.
+    The first is due `lead` seconds after the rows are in (they go in last, so the
+    time the other rows take to write does not make them late). Returns the due time
+    of each timer due within the window, by timer id.
     """
     with psycopg.connect(database_url) as conn:
         version = conn.execute("SELECT max(version) FROM process_definitions WHERE id = 'bench-wait'").fetchone()[0]
@@ -41,26 +43,31 @@ def insert_pending_timers(
         state, commands = advance(definition, None, Start(template, {}, None, "x"), now)
         [timer] = [c for c in commands if isinstance(c, ScheduleTimer)]
         state_text = to_json_text(state.to_json(), "state")
-        due: dict[str, datetime] = {}
         instances, timers = [], []
         for number in range(count):
             instance_id = str(uuid.uuid4())
-            if number < due_soon:
-                at = first_due + timedelta(seconds=window * number / due_soon)
-            else:
-                at = now + timedelta(days=1, milliseconds=number)
-            timer_id = timer.timer_id.replace(template, instance_id)
             device = f"timer-{number}"
             variables = to_json_text({"device_id": device, "temperature": 27.0}, "variables")
             instances.append((instance_id, definition.id, version, "running", variables,
                               state_text.replace(template, instance_id), state.current_activity, device, now, 1))
-            timers.append((timer_id, instance_id, timer.token_id, timer.activity_id, timer.kind, at))
-            if number < due_soon:
-                due[timer_id] = at
-        with conn.cursor() as cursor:
-            for statement, rows in ((INSTANCE_COPY, instances), (TIMER_COPY, timers)):
-                with cursor.copy(statement) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-        conn.commit()
-    return due
+            timers.append([timer.timer_id.replace(template, instance_id), instance_id, timer.token_id,
+                           timer.activity_id, timer.kind, now + timedelta(days=1, milliseconds=number)])
+        _copy(conn, INSTANCE_COPY, instances)
+        _copy(conn, TIMER_COPY, timers[due_soon:])
+        # As after any bulk load: otherwise autovacuum analyzes the new rows mid-window.
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE process_instances, process_timers")
+        conn.autocommit = False
+        first_due = datetime.now(timezone.utc) + timedelta(seconds=lead)
+        for number, row in enumerate(timers[:due_soon]):
+            row[5] = first_due + timedelta(seconds=window * number / due_soon)
+        _copy(conn, TIMER_COPY, timers[:due_soon])
+    return {row[0]: row[5] for row in timers[:due_soon]}
+
+
+def _copy(conn: psycopg.Connection, statement: str, rows: list) -> None:
+    """COPY the rows and commit."""
+    with conn.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+    conn.commit()

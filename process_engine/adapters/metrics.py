@@ -84,6 +84,8 @@ class EngineMetrics:
     @never_raises
     def steps_committed(self, steps: Sequence[Step]) -> None:
         """Count started, completed and failed instances, and log one line for each."""
+        # At thousands of instances a second the log context is worth building only when used.
+        chatty = log.isEnabledFor(logging.INFO)
         for step in steps:
             instance = step.instance
             if step.expected_version is None:
@@ -91,14 +93,16 @@ class EngineMetrics:
                 queued = any(isinstance(c, RecordHistory) and c.event_type == "queued" for c in step.commands)
                 self.started.labels(instance.definition_id).inc()
                 what = "queued" if queued else "started"
-                log.info("instance %s of %s %s", instance.id, instance.definition_id, what, extra=step_context(step))
+                if chatty:
+                    log.info("instance %s of %s %s", instance.id, instance.definition_id, what, extra=step_context(step))
             for command in step.commands:
                 if isinstance(command, InstanceCompleted):
                     self.completed.labels(instance.definition_id).inc()
                     if instance.started_at is not None:
                         seconds = (command.at - instance.started_at).total_seconds()
                         self.completion_latency.labels(instance.definition_id).observe(max(seconds, 0.0))
-                    log.info("instance %s of %s completed", instance.id, instance.definition_id, extra=step_context(step))
+                    if chatty:
+                        log.info("instance %s of %s completed", instance.id, instance.definition_id, extra=step_context(step))
                 elif isinstance(command, InstanceFailed):
                     self.failed.labels(instance.definition_id).inc()
                     log.warning("instance %s of %s failed: %s", instance.id, instance.definition_id, command.reason, extra=step_context(step))
