@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 
 from process_engine.adapters.postgres import migrate
-from tests.fixtures.kafka import TansuBroker, create_topic
-from tests.fixtures.mqtt import MqttBroker
+from process_engine.devstack.servers import KafkaBroker, MqttBroker
+from tests.fixtures.kafka import create_topic
 from tests.fixtures.postgres import LocalPostgres, PostgresServer, find_bin_dir
 
 
@@ -22,7 +22,7 @@ class Stack:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="process-engine-bench-")))
     postgres: LocalPostgres | None = None
     server: PostgresServer | None = None
-    kafka: TansuBroker | None = None
+    kafka: KafkaBroker | None = None
     mqtt: MqttBroker | None = None
 
     def start(self) -> Stack:
@@ -33,7 +33,7 @@ class Stack:
                 raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql")
             self.postgres = LocalPostgres(bin_dir)
             self.server = PostgresServer(self.postgres.start(), prefix="bench")
-            self.kafka = TansuBroker(self.workdir / "tansu.log").start()
+            self.kafka = KafkaBroker(self.workdir).start()
             self.mqtt = MqttBroker(self.workdir).start()
         except BaseException:
             self.stop()

@@ -172,8 +172,8 @@ def tansu_binary() -> str:
 class MqttBroker(ChildServer):
     """Mosquitto when installed, else amqtt (pure Python, MQTT 3.1.1)."""
 
-    def __init__(self, workdir: Path, port: int | None = None):
-        self.mosquitto = find_mosquitto()
+    def __init__(self, workdir: Path, port: int | None = None, use_amqtt: bool = False):
+        self.mosquitto = None if use_amqtt else find_mosquitto()
         self.kind = "mosquitto" if self.mosquitto else "amqtt"
         super().__init__(self.kind, workdir / f"{self.kind}.log")
         self.workdir = workdir

@@ -34,7 +34,8 @@ from process_engine.ports import (
     Step,
     StoredDefinition,
 )
-from tests.fixtures.postgres import PostgresServer, free_port
+from process_engine.devstack.servers import free_port
+from tests.fixtures.postgres import PostgresServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
