@@ -6,7 +6,7 @@ import importlib.metadata
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from process_engine.adapters.metrics import ConsumerLagSampler, EngineMetrics
 from process_engine.adapters.mqtt import MqttPublisher, MqttSettings
 from process_engine.adapters.outbox import OutboxWorker
 from process_engine.adapters.postgres.migrations import migrate
+from process_engine.adapters.postgres.timescale import configure_history
 from process_engine.adapters.postgres.store import PostgresInstanceStore
 from process_engine.adapters.timers import TimerService
 from process_engine.domain.building import Extensions
@@ -41,10 +42,17 @@ INLINE_ACTIONS = ("log",)
 BROKER_CHECK_SECONDS = 2.0
 
 
-def custom_activity_types() -> dict[str, Any]:
-    """Activity types plugged in through the `process_engine.activities` entry point group."""
+def custom_activity_types(entry_points: Iterable[importlib.metadata.EntryPoint] | None = None) -> dict[str, Any]:
+    """Activity types plugged in through the `process_engine.activities` entry point group.
+
+    Each entry point names a class or factory called with no arguments; what it returns
+    has `execute(options, variables) -> dict` (pure: it runs inside the walker) and may
+    have `validate(options) -> list[str]`.
+    """
+    if entry_points is None:
+        entry_points = importlib.metadata.entry_points(group=ACTIVITY_ENTRY_POINTS)
     types = {}
-    for entry_point in importlib.metadata.entry_points(group=ACTIVITY_ENTRY_POINTS):
+    for entry_point in entry_points:
         try:
             types[entry_point.name] = entry_point.load()()
         except Exception as error:
@@ -111,6 +119,7 @@ class Engine:
         """Connect, migrate and wire every part; nothing runs yet."""
         settings = self.settings
         migrate(settings.database_url)
+        configure_history(settings.database_url, settings.history_retention, settings.history_compress_after)
         self.store = PostgresInstanceStore.connect(settings.database_url)
         self.metrics = EngineMetrics()
         security = kafka_config(settings.kafka_security)

@@ -48,10 +48,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     from process_engine.adapters.postgres.migrations import migrate
+    from process_engine.adapters.postgres.timescale import configure_history
 
     settings = _settings()
     applied = migrate(settings.database_url)
     print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ' (up to date)'}")
+    if settings.history_retention or settings.history_compress_after:
+        configured = configure_history(settings.database_url, settings.history_retention, settings.history_compress_after)
+        print("history retention/compression " + ("applied" if configured else "skipped: TimescaleDB is not in use"))
     return 0
 
 

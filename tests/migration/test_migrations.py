@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -25,6 +28,8 @@ from process_engine.domain.instance import InstanceState, Token
 from process_engine.engine.commands import RecordHistory
 from process_engine.ports import Step, StoredDefinition
 from tests.fixtures import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
 
 REPO_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 ALL_MIGRATIONS = sorted(path.name for path in MIGRATIONS_DIR.glob("*.sql"))
@@ -220,3 +225,13 @@ def test_a_sql_user_reads_an_instance_story_in_time_order(database_url: str) -> 
     row = fetch(database_url, "SELECT status, current_activity, variables, completed_at "
                 "FROM process_instances WHERE id = %s", (state.id,))
     assert row == [("completed", None, {"temperature": 27.5}, t0 + timedelta(minutes=5))]
+
+
+def test_migrate_command_reports_history_policies_skipped_without_timescaledb(database_url: str) -> None:
+    if fetch(database_url, "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
+        pytest.skip("timescaledb is installed here; the skipped path does not apply")
+    environ = {**os.environ, "DATABASE_URL": database_url, "HISTORY_RETENTION": "90 days", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "process_engine.cli", "migrate"], env=environ, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "(up to date)" in done.stdout
+    assert "history retention/compression skipped: TimescaleDB is not in use" in done.stdout

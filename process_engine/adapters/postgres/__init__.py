@@ -2,6 +2,6 @@
 
 from process_engine.adapters.postgres.migrations import MIGRATIONS_DIR, migrate
 from process_engine.adapters.postgres.store import PostgresInstanceStore
-from process_engine.adapters.postgres.timescale import configure_timescale
+from process_engine.adapters.postgres.timescale import configure_history, configure_timescale
 
-__all__ = ["MIGRATIONS_DIR", "PostgresInstanceStore", "configure_timescale", "migrate"]
+__all__ = ["MIGRATIONS_DIR", "PostgresInstanceStore", "configure_history", "configure_timescale", "migrate"]

@@ -13,6 +13,13 @@ from process_engine.adapters.postgres.queries import query
 log = logging.getLogger(__name__)
 
 
+def configure_history(conninfo: str, retention: str | None, compress_after: str | None) -> bool:
+    """`configure_timescale` on its own connection: what `run` and `migrate` call."""
+    with translated("connecting to configure TimescaleDB policies"):
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            return configure_timescale(conn, retention, compress_after)
+
+
 def configure_timescale(
     conn: psycopg.Connection[Any], retention: str | None, compress_after: str | None
 ) -> bool:
