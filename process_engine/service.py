@@ -10,7 +10,8 @@ from typing import Any
 
 from process_engine.adapters.http_api import create_app
 from process_engine.adapters.http_server import HttpServer
-from process_engine.app import Engine, definition_extensions
+from process_engine.adapters.actions import builtin_registry
+from process_engine.app import INLINE_ACTIONS, Engine, definition_extensions, inline_runner
 from process_engine.domain.instance import InstanceState
 from process_engine.settings import Settings
 
@@ -69,7 +70,10 @@ def start_by_hand(settings: Settings, definition_id: str, variables: Mapping[str
     with PostgresInstanceStore.connect(settings.database_url, min_size=1, max_size=2) as store:
         registry = DefinitionRegistry(store, extensions)
         DefinitionFolder(settings.definitions_path, registry, extensions).scan()
-        return Dispatcher(store, registry).start(definition_id, variables, cause="cli")
+        # Local actions run here as in the service; the rest wait in the outbox for it.
+        actions = builtin_registry()
+        inline = {name: inline_runner(actions, name) for name in INLINE_ACTIONS}
+        return Dispatcher(store, registry, inline_actions=inline).start(definition_id, variables, cause="cli")
 
 
 __all__ = ["run_service", "start_by_hand"]
