@@ -16,9 +16,9 @@ from process_engine.domain.errors import ConcurrencyConflict, ExpressionError, S
 from process_engine.domain.instance import InstanceState
 from process_engine.engine import ActionFailed, ActionSucceeded, Cancel, Start, TimerFired, VariablesRefreshed
 from process_engine.engine.commands import InstanceCompleted, InstanceFailed, RecordHistory
-from process_engine.engine.walker import new_instance
 from process_engine.engine.events import Event
 from process_engine.engine.triggers import correlation_key, is_queued, match, plan
+from process_engine.engine.walker import new_instance
 from process_engine.ports import (
     DeadLetter,
     DueTimer,
@@ -35,9 +35,7 @@ from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
 
 log = logging.getLogger("process_engine.dispatcher")
 MAX_DEAD_LETTER_BYTES = 64 * 1024
-
-
-SCHEDULE_TOPIC = "schedule:{}"
+SCHEDULE_TOPIC = "schedule:{}"  # the trigger ledger's topic for cron ticks
 
 
 def utc_now() -> datetime:
