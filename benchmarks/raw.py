@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from process_engine.adapters.kafka_consumer import ConsumerSettings
 from process_engine.adapters.memory_store import MemoryInstanceStore
-from process_engine.adapters.postgres.commit_plan import CommitPlan, plan_commit
+from process_engine.adapters.commit_plan import CommitPlan, plan_commit
 from process_engine.adapters.postgres.store import PostgresInstanceStore
 from process_engine.adapters.yaml_loader import load_file
 from process_engine.app import INLINE_ACTIONS, definition_extensions, inline_runner

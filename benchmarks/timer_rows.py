@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from process_engine.adapters.postgres.commit_plan import to_json_text
+from process_engine.adapters.commit_plan import to_json_text
 from process_engine.adapters.yaml_loader import load_file
 from process_engine.app import definition_extensions
 from process_engine.engine import Start, advance

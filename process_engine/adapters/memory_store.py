@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
-from process_engine.adapters.postgres.commit_plan import (
+from process_engine.adapters.commit_plan import (
     ActionRow,
     CommitPlan,
     HistoryRow,

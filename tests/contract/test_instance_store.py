@@ -386,7 +386,7 @@ KILLED_WRITER = """
 import sys
 import psycopg
 from process_engine.adapters.postgres.batch import batch_statements
-from process_engine.adapters.postgres.commit_plan import plan_commit
+from process_engine.adapters.commit_plan import plan_commit
 from process_engine.domain.instance import InstanceState
 from process_engine.engine.commands import RecordHistory, ScheduleTimer
 from process_engine.ports import Step

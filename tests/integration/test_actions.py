@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib.metadata import EntryPoint
 
 import pytest
@@ -21,6 +20,7 @@ from process_engine.adapters.circuit_breaker import BreakerBoard, CircuitOpenErr
 from process_engine.adapters.kafka_producer import KafkaPublisher
 from process_engine.adapters.mqtt import MqttPublisher, MqttSettings
 from process_engine.domain.errors import ActionError, ConfigError
+from tests.fixtures.http import http_server as serve_http
 from tests.fixtures.kafka import consume, create_topic, free_port, unique_topic
 
 integration = pytest.mark.integration
@@ -70,15 +70,8 @@ class RecordingHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def http_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RecordingHandler)
-    server.daemon_threads = True
-    server.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve_http(RecordingHandler) as server:
+        yield server
 
 
 @pytest.fixture

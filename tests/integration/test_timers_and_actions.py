@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from process_engine.ports import InstanceQuery
 from tests.fixtures import wait_until
+from tests.fixtures.http import http_server
 from tests.fixtures.kafka import create_topic, free_port, produce_json
 from tests.integration.engine_harness import engine_settings, running_engine, seed_copy, telemetry, unique
 
@@ -182,14 +182,8 @@ class NulAnswer(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def nul_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NulAnswer)
-    server.daemon_threads = True
-    server.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with http_server(NulAnswer) as server:
+        yield server
 
 
 def test_an_action_result_the_store_cannot_hold_still_completes_the_step(database_url, kafka_bootstrap, mqtt_url, nul_server, tmp_path: Path) -> None:
@@ -224,16 +218,8 @@ class Hanging(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hanging_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hanging)
-    server.daemon_threads = True
-    server.requests = []
-    server.release = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
+    with http_server(Hanging) as server:
+        yield server
 
 
 QUICK = """

@@ -7,7 +7,7 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
-from process_engine.adapters.postgres.commit_plan import CommitPlan, InstanceRow
+from process_engine.adapters.commit_plan import CommitPlan, InstanceRow
 from process_engine.adapters.postgres.queries import query
 
 Statement = tuple[str, dict[str, Any]]

@@ -12,14 +12,14 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from process_engine.adapters.postgres.batch import batch_copies, batch_statements
-from process_engine.adapters.postgres.commit_plan import (
+from process_engine.adapters.commit_plan import (
     canonical_uuid,
     plan_commit,
     query_filters,
     require_aware,
     to_json_text,
 )
+from process_engine.adapters.postgres.batch import batch_copies, batch_statements
 from process_engine.adapters.postgres.errors import translated
 from process_engine.adapters.postgres.queries import query
 from process_engine.domain.errors import StoreError

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from process_engine.adapters.postgres.event_ids import new_event_id
+from process_engine.adapters.event_ids import new_event_id
 from process_engine.domain.errors import ConcurrencyConflict, StoreError
 from process_engine.domain.instance import STATUSES
 from process_engine.engine.commands import (
