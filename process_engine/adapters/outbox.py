@@ -9,9 +9,11 @@ as the next step of its instance, using the row up in the same transaction.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
 from process_engine.adapters.actions.base import ActionContext
@@ -22,6 +24,17 @@ from process_engine.ports import InstanceStore, PendingAction, Step
 from process_engine.runtime.dispatcher import Dispatcher, utc_now
 
 log = logging.getLogger("process_engine.outbox")
+
+
+MAX_OUTCOMES_PER_COMMIT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """An action that ran, waiting for its outcome to be committed."""
+
+    action: PendingAction
+    outcome: ActionSucceeded | ActionFailed
 
 
 class OutboxWorker:
@@ -52,6 +65,9 @@ class OutboxWorker:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._in_flight = 0
+        # Outcomes wait here to be committed together: one transaction per batch of
+        # actions, not per action, is what lets an MQTT-heavy flow keep up.
+        self._outcomes: queue.SimpleQueue[Finished] = queue.SimpleQueue()
         self.delivered = 0
 
     def notice(self, steps: Iterable[Step]) -> None:
@@ -63,11 +79,13 @@ class OutboxWorker:
         """Deliver until `stop` is set; actions in flight finish first."""
         try:
             while not stop.is_set():
-                if not self.deliver_once():
+                recorded = self.record_outcomes()
+                if not self.deliver_once() and not recorded:
                     self._wake.wait(self.idle_seconds)
                     self._wake.clear()
         finally:
             self.pool.shutdown(wait=True)
+            self.record_outcomes()
 
     def stop_waiting(self) -> None:
         """Interrupt an idle wait (used when stopping)."""
@@ -119,26 +137,35 @@ class OutboxWorker:
                        "idempotency_key": action.idempotency_key, "action": action.action},
             )
             outcome = ActionFailed(action.token_id, action.attempt, f"{type(error).__name__}: {error}")
-        ok = isinstance(outcome, ActionSucceeded)
-        if not ok:
+        if isinstance(outcome, ActionFailed):
             log.warning(
                 "action %s (%s) failed: %s", action.action, action.idempotency_key, outcome.error,
                 extra={"instance_id": action.instance_id, "definition_id": definition_id, "activity_id": action.activity_id,
                        "idempotency_key": action.idempotency_key, "action": action.action},
             )
+        self._outcomes.put(Finished(action, outcome))
+
+    def record_outcomes(self) -> int:
+        """Commit every outcome waiting, in one transaction; returns how many."""
+        finished: list[Finished] = []
+        while len(finished) < MAX_OUTCOMES_PER_COMMIT:
+            try:
+                finished.append(self._outcomes.get_nowait())
+            except queue.Empty:
+                break
+        if not finished:
+            return 0
         try:
-            self.dispatcher.action_finished(action, outcome)
+            self.dispatcher.actions_finished([(f.action, f.outcome) for f in finished])
         except ProcessEngineError as error:
-            # The row stays claimed until its lease ends, then is delivered again: at least once.
-            log.error(
-                "could not record the outcome of %s: %s", action.idempotency_key, error,
-                extra={"instance_id": action.instance_id, "definition_id": definition_id, "activity_id": action.activity_id,
-                       "idempotency_key": action.idempotency_key, "action": action.action},
-            )
-            return
-        self.delivered += 1
-        if self.on_outcome is not None:
-            self.on_outcome(action, ok)
+            # The rows stay claimed until their lease ends, then are delivered again: at least once.
+            log.error("could not record the outcome of %d action(s): %s", len(finished), error)
+            return len(finished)
+        for item in finished:
+            self.delivered += 1
+            if self.on_outcome is not None:
+                self.on_outcome(item.action, isinstance(item.outcome, ActionSucceeded))
+        return len(finished)
 
     def _definition_id(self, action: PendingAction) -> str | None:
         try:

@@ -305,11 +305,7 @@ class Dispatcher:
         """
 
         def work(unit: UnitOfWork) -> None:
-            instance = unit.load(action.instance_id)
-            if instance is None:
-                return
-            unit.consumed_actions[instance.id] = action.idempotency_key
-            unit.apply(unit.definition_of(instance), instance, outcome, f"action:{action.idempotency_key}")
+            self._outcome(unit, action, outcome)
             self._start_queued(unit)
 
         try:
@@ -324,6 +320,43 @@ class Dispatcher:
         except ConcurrencyConflict:
             log.info("outcome of action %s was already recorded", action.idempotency_key, extra={"instance_id": action.instance_id, "activity_id": action.activity_id, "idempotency_key": action.idempotency_key, "action": action.action})
             return []
+
+    def actions_finished(self, finished: Sequence[tuple[PendingAction, ActionSucceeded | ActionFailed]]) -> list[Step]:
+        """Feed many outcomes back in one transaction; on any trouble, one at a time.
+
+        A step uses up one outbox row, so a second outcome for the same instance goes
+        into the next transaction.
+
+        Raises:
+            StoreUnavailable: the database is down; the rows are delivered again after their lease.
+        """
+        if len(finished) <= 1:
+            return [step for action, outcome in finished for step in self.action_finished(action, outcome)]
+        now, later, instances = [], [], set()
+        for pair in finished:
+            (later if pair[0].instance_id in instances else now).append(pair)
+            instances.add(pair[0].instance_id)
+
+        def work(unit: UnitOfWork) -> None:
+            unit.prefetch(action.instance_id for action, _ in now)
+            for action, outcome in now:
+                self._outcome(unit, action, outcome)
+            self._start_queued(unit)
+
+        try:
+            steps = self._run(work)[1]
+        except StoreUnavailable:
+            raise
+        except StoreError:  # a conflict or a refused outcome: isolate it
+            steps = [step for action, outcome in now for step in self.action_finished(action, outcome)]
+        return steps + self.actions_finished(later)
+
+    def _outcome(self, unit: UnitOfWork, action: PendingAction, outcome: ActionSucceeded | ActionFailed) -> None:
+        instance = unit.load(action.instance_id)
+        if instance is None:
+            return
+        unit.consumed_actions[instance.id] = action.idempotency_key
+        unit.apply(unit.definition_of(instance), instance, outcome, f"action:{action.idempotency_key}")
 
     def control(self, instance_id: str, event: Event, cause: str = "api") -> InstanceState:
         """Apply a control event (cancel, suspend, resume, retry) or any event by hand.

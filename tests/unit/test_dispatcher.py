@@ -191,3 +191,28 @@ def test_manual_start_and_cancel(clock: Clock) -> None:
     assert cancelled.status == "cancelled"
     with pytest.raises(KeyError):
         dispatcher.start("nope", {})
+
+
+PARALLEL_CALLS = """
+id: two-calls
+trigger: {type: api}
+activities:
+  - {id: start, type: start}
+  - {id: split, type: parallel, branches: [left, right]}
+  - {id: left, type: service, action: mqtt_publish, config: {topic: a, payload: x}, next: merge}
+  - {id: right, type: service, action: mqtt_publish, config: {topic: b, payload: y}, next: merge}
+  - {id: merge, type: join}
+  - {id: done, type: end}
+"""
+
+
+def test_many_outcomes_commit_together_and_each_row_is_used_once(clock: Clock) -> None:
+    store, dispatcher, _ = make([example("temperature-control.yaml"), definition_from(PARALLEL_CALLS)], clock)
+    first = dispatcher.start("two-calls", {})
+    second = dispatcher.start("two-calls", {})
+    claimed = store.claim_actions(clock.now, 10, 30)
+    assert len(claimed) == 4  # two per instance: their second outcomes go in a later transaction
+    steps = dispatcher.actions_finished([(a, ActionSucceeded(a.token_id, a.attempt)) for a in claimed])
+    assert {s.consumed_action for s in steps} == {a.idempotency_key for a in claimed}
+    assert store.load(first.id).status == store.load(second.id).status == "completed"
+    assert dispatcher.actions_finished([(a, ActionSucceeded(a.token_id, a.attempt)) for a in claimed]) == []
