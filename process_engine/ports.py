@@ -112,6 +112,7 @@ class PendingAction:
     config: Any
     attempt: int
     created_at: datetime
+    definition_id: str | None = None  # of its instance, for the action's context and logs
 
 
 @dataclass(frozen=True, slots=True)

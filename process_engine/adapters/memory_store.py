@@ -195,7 +195,7 @@ class MemoryInstanceStore:
             ready = [a for a in self._actions.values() if _free(a, now)]
             ready.sort(key=lambda leased: (leased.created_at, leased.row.idempotency_key))
             claimed = _lease(ready[:limit], now, lease_seconds)
-        return [_pending_action(leased) for leased in claimed]
+            return [_pending_action(leased, self._instances.get(leased.row.instance_id)) for leased in claimed]
 
     def _check(self, plan: CommitPlan) -> None:
         """Raise what PostgreSQL would raise for this plan, in the same order."""
@@ -312,7 +312,7 @@ def _due_timer(row: TimerRow) -> DueTimer:
     return DueTimer(row.id, row.instance_id, row.token_id, row.activity_id, row.due_at, row.kind)
 
 
-def _pending_action(leased: _Leased) -> PendingAction:
+def _pending_action(leased: _Leased, instance: InstanceRow | None) -> PendingAction:
     """A claimed outbox row as the port's dataclass."""
     row = leased.row
     return PendingAction(
@@ -324,6 +324,7 @@ def _pending_action(leased: _Leased) -> PendingAction:
         config=json.loads(row.config),
         attempt=row.attempt,
         created_at=leased.created_at,
+        definition_id=instance.definition_id if instance is not None else None,
     )
 
 

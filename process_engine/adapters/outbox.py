@@ -123,7 +123,7 @@ class OutboxWorker:
             self._wake.set()  # a worker is idle: look for more
 
     def _deliver(self, action: PendingAction) -> None:
-        definition_id = self._definition_id(action)
+        definition_id = action.definition_id
         context = ActionContext.from_pending(action, definition_id)
         try:
             result = self.actions.run(action.action, action.config, context)
@@ -166,13 +166,6 @@ class OutboxWorker:
             if self.on_outcome is not None:
                 self.on_outcome(item.action, isinstance(item.outcome, ActionSucceeded))
         return len(finished)
-
-    def _definition_id(self, action: PendingAction) -> str | None:
-        try:
-            instance = self.store.load(action.instance_id)
-        except ProcessEngineError:
-            return None
-        return instance.definition_id if instance else None
 
 
 def _jsonable(result: object) -> object:

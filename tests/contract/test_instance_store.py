@@ -279,6 +279,7 @@ def test_outbox_actions_are_claimed_and_consumed(store: InstanceStore) -> None:
         ("i/notify/1", "mqtt_publish", {"topic": "x", "qos": 1}, 1)
     ]
     assert claimed[0].instance_id == state.id and claimed[0].activity_id == "notify"
+    assert claimed[0].definition_id == state.definition_id  # for the action's context, without a second read
     assert store.claim_actions(T0 + timedelta(seconds=10), 10, 30) == []
     assert len(store.claim_actions(T0 + timedelta(seconds=30), 10, 30)) == 1
     store.commit([Step(state, 2, consumed_action="i/notify/1")])

@@ -255,7 +255,8 @@ WHERE o.idempotency_key IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING o.idempotency_key, o.instance_id::text AS instance_id, o.token_id,
-          o.activity_id, o.action, o.config, o.attempt, o.created_at
+          o.activity_id, o.action, o.config, o.attempt, o.created_at,
+          (SELECT i.definition_id FROM process_instances AS i WHERE i.id = o.instance_id) AS definition_id
 
 -- name: migrations_lock
 -- Session-level: held across the per-file transactions, released at the end.
