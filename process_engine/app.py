@@ -162,16 +162,11 @@ class Engine:
         self.timers.schedule_triggers(self.registry.active())
         self._spawn("consumer", self.consumer.run, self.stop_event)
         self._spawn("outbox", self.outbox.run, self.stop_event)
-        self._spawn("definitions", self._watch)
+        self._spawn("definitions", self.folder.watch, self.stop_event, 2.0, self._definitions_changed)
         self._spawn("consumer-lag", self.lag_sampler.run, self.stop_event)
 
-    def _watch(self) -> None:
-        while not self.stop_event.wait(2.0):
-            try:
-                if self.folder.scan():
-                    self.timers.schedule_triggers(self.registry.active())
-            except Exception:  # the watcher must survive a bad scan; the next one retries
-                log.exception("definition reload failed")
+    def _definitions_changed(self) -> None:
+        self.timers.schedule_triggers(self.registry.active())
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=self._guard, args=(name, target, *args), name=name, daemon=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,11 +86,12 @@ class DefinitionFolder:
         with self._lock:
             return [error for errors in self.state.errors.values() for error in errors]
 
-    def watch(self, stop: threading.Event, interval: float = 2.0) -> None:
-        """Scan every `interval` seconds until stopped."""
+    def watch(self, stop: threading.Event, interval: float = 2.0, on_change: Callable[[], None] | None = None) -> None:
+        """Scan every `interval` seconds until stopped; `on_change` runs after a rebuilt active set."""
         while not stop.wait(interval):
             try:
-                self.scan()
+                if self.scan() and on_change is not None:
+                    on_change()
             except Exception:  # a scan must never kill the watcher; the next one retries
                 log.exception("definition scan failed")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,23 +220,3 @@ class TriggerConsumer:
             # After a rebalance the partition may be someone else's: the ledger makes
             # the redelivery harmless, so this is worth a warning, not a crash.
             log.warning("offset commit failed (%s); the messages will be redelivered and skipped", error)
-
-    def reachable(self, timeout: float = 2.0) -> bool:
-        """True when the cluster answers a metadata request."""
-        consumer = self.consumer
-        if consumer is None:
-            return False
-        try:
-            consumer.list_topics(timeout=timeout)
-            return True
-        except KafkaException:
-            return False
-
-
-def wait_for_assignment(consumer: TriggerConsumer, deadline: float) -> bool:
-    """Poll until the consumer has partitions (used by tests and the dev stack)."""
-    while time.monotonic() < deadline:
-        if consumer.assigned:
-            return True
-        time.sleep(0.05)
-    return False
