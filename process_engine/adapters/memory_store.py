@@ -229,10 +229,10 @@ class MemoryInstanceStore:
         """Write a checked plan."""
         now = self._clock()
         for row in plan.inserts:
-            self._instances[row.id] = replace(row, started_at=row.started_at or now)
+            self._instances[row.id] = row._replace(started_at=row.started_at or now)
         for row in plan.updates:
             started_at = row.started_at or self._instances[row.id].started_at
-            self._instances[row.id] = replace(row, started_at=started_at)
+            self._instances[row.id] = row._replace(started_at=started_at)
         for timer_id in [*plan.consumed_timers, *plan.cancelled_timers]:
             self._timers.pop(timer_id, None)
         for key in plan.consumed_actions:

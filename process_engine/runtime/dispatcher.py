@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -10,6 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
+
+import orjson
 
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import ConcurrencyConflict, ExpressionError, StoreError, StoreUnavailable
@@ -190,7 +191,7 @@ class Dispatcher:
             self._dead_letter(unit, message, "empty message (no value)", result)
             return None
         try:
-            document = json.loads(message.value)
+            document = orjson.loads(message.value)  # refuses NaN and 1e999, which jsonb cannot hold
         except (ValueError, UnicodeDecodeError) as error:
             self._dead_letter(unit, message, f"not JSON: {error}", result)
             return None

@@ -165,6 +165,14 @@ def test_values_that_are_not_json_or_naive_times_are_refused(store: InstanceStor
     assert store.find_instances(InstanceQuery()) == []
 
 
+def test_numbers_json_cannot_spell_become_null_and_big_integers_survive(store: InstanceStore) -> None:
+    special = instance(variables={"nan": float("nan"), "inf": float("-inf"), "keys": {1: "one"}})
+    big = instance(variables={"big": 2**80})
+    store.commit([Step(special, None), Step(big, None)])
+    assert store.load(special.id).variables == {"nan": None, "inf": None, "keys": {"1": "one"}}
+    assert store.load(big.id).variables == {"big": 2**80}
+
+
 def test_loaded_values_are_copies(store: InstanceStore) -> None:
     state = instance()
     store.commit([Step(state, None)])
