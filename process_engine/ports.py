@@ -152,6 +152,24 @@ class InstanceStore(Protocol):
         consumed timer/action is gone; nothing is written then.
         """
 
+    def prepare_commit(
+        self,
+        steps: Sequence[Step],
+        ledger: Sequence[LedgerEntry] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> Any:
+        """The CPU half of `commit`, with no IO: check the batch and shape its rows.
+
+        Lets one thread do it while another waits on the database. Raises StoreError
+        (a value the store cannot hold, a conflict within the batch); nothing is written.
+        """
+
+    def commit_prepared(self, prepared: Any) -> None:
+        """The IO half of `commit`: write what `prepare_commit` returned, in one transaction.
+
+        Raises ConcurrencyConflict as `commit` does; nothing is written then.
+        """
+
     def load(self, instance_id: str) -> InstanceState | None:
         """One instance by id."""
 

@@ -212,6 +212,7 @@ class _Planner:
         self._timer_fate: dict[str, str] = {}
         self._action_fate: dict[str, str] = {}
         self._ledger_keys: set[tuple[str, int, int, str]] = set()
+        self._checked_at: datetime | None = None
 
     def add_step(self, step: Step) -> None:
         """Plan one step: its instance row, consumed rows, then its commands."""
@@ -296,17 +297,13 @@ class _Planner:
         data = None
         if command.data is not None:
             data = to_json_text(command.data, f"history data of {command.event_type}")
+        at = command.at
+        if at is not self._checked_at:  # a batch's rows nearly all share the time of its unit of work
+            self._checked_at = require_aware(at, "history timestamp")
         self.plan.history.append(
             HistoryRow(
-                id=self._new_id(),
-                instance_id=instance_id,
-                activity_id=command.activity_id,
-                event_type=command.event_type,
-                timestamp=require_aware(command.at, "history timestamp"),
-                data=data,
-                message=command.message,
-                correlation_id=step.correlation_id,
-                causation_id=step.causation_id,
+                self._new_id(), instance_id, command.activity_id, command.event_type, at, data,
+                command.message, step.correlation_id, step.causation_id,
             )
         )
 

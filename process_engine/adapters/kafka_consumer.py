@@ -1,8 +1,12 @@
 """The trigger consumer: batches from Kafka into the dispatcher, offsets committed after the database.
 
 Per batch: `consume(num_messages=...)`, one database transaction through the
-dispatcher, then a synchronous offset commit. When the database is unreachable the
-assignment is paused (the consumer keeps polling so it stays in its group), the
+dispatcher, then a synchronous offset commit. Batches are pipelined: while one
+batch's transaction commits on a thread of its own, the next batch is worked through
+on top of what that transaction writes, so Python and PostgreSQL work at the same
+time. If a transaction fails, the batch built on it is thrown away and both are
+handled again one after the other, the careful way. When the database is unreachable
+the assignment is paused (the consumer keeps polling so it stays in its group), the
 batch in hand is retried with backoff, and no offset moves until it commits.
 
 Fault injection (tests only): with PROCESS_ENGINE_CRASH_AFTER_DB_COMMIT=1 in the
@@ -17,14 +21,15 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from process_engine.domain.errors import StoreUnavailable
+from process_engine.domain.errors import StoreError, StoreUnavailable
 from process_engine.ports import IncomingMessage, MessageCoordinate
-from process_engine.runtime.dispatcher import BatchResult, Dispatcher
+from process_engine.runtime.dispatcher import BatchResult, Dispatcher, PreparedBatch
 from process_engine.runtime.registry import DefinitionRegistry
 
 log = logging.getLogger("process_engine.consumer")
@@ -67,6 +72,15 @@ class ConsumerSettings:
         return config
 
 
+@dataclass
+class _InFlight:
+    """A prepared batch whose transaction is committing on the committer thread."""
+
+    prepared: PreparedBatch
+    messages: list[Message]
+    commit: Future[BatchResult]
+
+
 def to_incoming(message: Message) -> IncomingMessage:
     """A confluent-kafka message as the dispatcher sees it."""
     _, timestamp = message.timestamp()
@@ -95,6 +109,8 @@ class TriggerConsumer:
         self.broker_error: str | None = None
         self.assigned: list[TopicPartition] = []
         self.batches = 0
+        self._in_flight: _InFlight | None = None
+        self._committer: ThreadPoolExecutor | None = None
         # The fault-injection hook of the module docstring; read once, here, for tests only.
         self.crash_after_db_commit = os.environ.get(CRASH_AFTER_DB_COMMIT_ENV) == "1"
 
@@ -128,23 +144,82 @@ class TriggerConsumer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = []
         log.info("revoked %d partition(s)", len(partitions))
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return
+        try:  # commit its offsets while the partitions are still ours
+            result = flight.commit.result()
+        except StoreError as error:  # nothing of it was committed: the next owner gets it
+            log.warning("batch of %d message(s) not committed before a rebalance (%s); it will be redelivered", len(flight.messages), error)
+            return
+        self._committed(consumer, flight.messages, result)
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; the batch in hand is committed before leaving the group."""
         consumer = self.consumer = self._open()
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="batch-commit")
         try:
             while not stop.is_set():
                 self._resubscribe(consumer)
                 if not self.subscribed:
+                    self._land(consumer, stop)
                     stop.wait(1.0)
                     continue
                 batch = self._next_batch(consumer)
                 good = [m for m in batch if self._usable(m)]
                 if good:
-                    self._process(consumer, good, stop)
+                    self._pipeline(consumer, good, stop)
+                else:
+                    self._land(consumer, stop)  # idle: commit the offsets of the batch in flight now
         finally:
-            consumer.close()  # leaves the group so partitions move at once
-            self.consumer = None
+            try:
+                self._land(consumer, stop)
+            finally:
+                self._committer.shutdown(wait=True)
+                consumer.close()  # leaves the group so partitions move at once
+                self.consumer = None
+
+    def _pipeline(self, consumer: Consumer, messages: list[Message], stop: threading.Event) -> None:
+        """Work through a batch while the one before commits, then hand it to the committer."""
+        flight, self._in_flight = self._in_flight, None
+        try:
+            prepared: PreparedBatch | None = self.dispatcher.prepare_batch(
+                [to_incoming(m) for m in messages], flight.prepared if flight is not None else None
+            )
+        except StoreError as error:  # a read failed: finish the batch before, then go carefully
+            log.debug("preparing a batch failed (%s); handling it on its own", error)
+            prepared = None
+        landed = self._wait(flight)
+        if prepared is not None and landed is not False:
+            assert self._committer is not None
+            self._in_flight = _InFlight(prepared, messages, self._committer.submit(self.dispatcher.commit_prepared, prepared))
+        if flight is not None:
+            self._settle(consumer, flight, landed, stop)  # offsets of the batch before, while this one commits
+        if self._in_flight is None:  # not prepared, or built on a transaction that did not commit
+            self._process(consumer, messages, stop)
+
+    def _land(self, consumer: Consumer, stop: threading.Event) -> None:
+        """Wait for the batch in flight and commit its offsets (or redo it if it failed)."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is not None:
+            self._settle(consumer, flight, self._wait(flight), stop)
+
+    @staticmethod
+    def _wait(flight: _InFlight | None) -> BatchResult | bool:
+        """The committed batch's result; False if its transaction failed (nothing of it was written)."""
+        if flight is None:
+            return True
+        try:
+            return flight.commit.result()
+        except StoreError as error:
+            log.info("batch of %d message(s) failed to commit (%s); handling it again", len(flight.messages), error)
+            return False
+
+    def _settle(self, consumer: Consumer, flight: _InFlight, landed: BatchResult | bool, stop: threading.Event) -> None:
+        if isinstance(landed, BatchResult):
+            self._committed(consumer, flight.messages, landed)
+        else:  # a conflict, a refused message, an outage: the careful way sorts it out
+            self._process(consumer, flight.messages, stop)
 
     def _next_batch(self, consumer: Consumer) -> list[Message]:
         """Everything fetched so far, up to a batch, as soon as there is anything.
@@ -185,6 +260,10 @@ class TriggerConsumer:
                 delay = min(delay * 2, self.max_backoff)
         if paused:
             consumer.resume(consumer.assignment())
+        self._committed(consumer, messages, result)
+
+    def _committed(self, consumer: Consumer, messages: list[Message], result: BatchResult) -> None:
+        """The database has the batch: commit its offsets and report it."""
         if self.crash_after_db_commit:
             log.error("fault injection (%s=1): exiting after the database commit, before the offset commit", CRASH_AFTER_DB_COMMIT_ENV)
             os._exit(CRASH_EXIT_CODE)

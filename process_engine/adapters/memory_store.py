@@ -82,10 +82,22 @@ class MemoryInstanceStore:
         dead_letters: Sequence[DeadLetter] = (),
     ) -> None:
         """Check the whole batch first, then apply it: all or nothing."""
-        plan = plan_commit(steps, ledger, dead_letters)
+        self.commit_prepared(self.prepare_commit(steps, ledger, dead_letters))
+
+    def prepare_commit(
+        self,
+        steps: Sequence[Step],
+        ledger: Sequence[LedgerEntry] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> CommitPlan:
+        """The batch checked and grouped, for `commit_prepared`."""
+        return plan_commit(steps, ledger, dead_letters)
+
+    def commit_prepared(self, prepared: CommitPlan) -> None:
+        """Check a prepared batch against the store, then apply it: all or nothing."""
         with self._lock:
-            self._check(plan)
-            self._apply(plan)
+            self._check(prepared)
+            self._apply(prepared)
 
     def load(self, instance_id: str) -> InstanceState | None:
         """One instance by id (None for an unknown or malformed id)."""

@@ -84,20 +84,24 @@ class EngineMetrics:
     @never_raises
     def steps_committed(self, steps: Sequence[Step]) -> None:
         """Count started, completed and failed instances, and log one line for each."""
-        # At thousands of instances a second the log context is worth building only when used.
+        # At thousands of instances a second the log context is worth building only when used,
+        # and a counter is bumped once per definition, not once per instance.
         chatty = log.isEnabledFor(logging.INFO)
+        started: dict[str, int] = {}
+        completed: dict[str, int] = {}
         for step in steps:
             instance = step.instance
             if step.expected_version is None:
                 # A queued instance is counted when it is created: its later start is not a new instance.
-                queued = any(isinstance(c, RecordHistory) and c.event_type == "queued" for c in step.commands)
-                self.started.labels(instance.definition_id).inc()
-                what = "queued" if queued else "started"
+                started[instance.definition_id] = started.get(instance.definition_id, 0) + 1
                 if chatty:
-                    log.info("instance %s of %s %s", instance.id, instance.definition_id, what, extra=step_context(step))
+                    queued = any(isinstance(c, RecordHistory) and c.event_type == "queued" for c in step.commands)
+                    log.info("instance %s of %s %s", instance.id, instance.definition_id, "queued" if queued else "started", extra=step_context(step))
+            if instance.status == "running" or instance.status == "suspended":
+                continue  # only a finished instance has an InstanceCompleted or InstanceFailed
             for command in step.commands:
                 if isinstance(command, InstanceCompleted):
-                    self.completed.labels(instance.definition_id).inc()
+                    completed[instance.definition_id] = completed.get(instance.definition_id, 0) + 1
                     if instance.started_at is not None:
                         seconds = (command.at - instance.started_at).total_seconds()
                         self.completion_latency.labels(instance.definition_id).observe(max(seconds, 0.0))
@@ -106,6 +110,10 @@ class EngineMetrics:
                 elif isinstance(command, InstanceFailed):
                     self.failed.labels(instance.definition_id).inc()
                     log.warning("instance %s of %s failed: %s", instance.id, instance.definition_id, command.reason, extra=step_context(step))
+        for definition_id, count in started.items():
+            self.started.labels(definition_id).inc(count)
+        for definition_id, count in completed.items():
+            self.completed.labels(definition_id).inc(count)
 
     @never_raises
     def batch_done(self, result: Any, count: int, seconds: float) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -65,7 +64,7 @@ class Run:
 
     def update(self, token: Token, **changes: Any) -> Token:
         """Replace a token's fields."""
-        changed = replace(token, **changes)
+        changed = token._replace(**changes)
         self.tokens[token.id] = changed
         return changed
 
@@ -107,15 +106,22 @@ class Run:
         self.emit(InstanceFailed(self.now, reason))
 
     def freeze(self) -> InstanceState:
-        """The new, immutable instance state."""
-        return replace(
-            self.instance,
+        """The new, immutable instance state (built field by field: `replace` costs twice as much)."""
+        instance = self.instance
+        return InstanceState(
+            id=instance.id,
+            definition_id=instance.definition_id,
+            definition_version=instance.definition_version,
             status=self.status,
             variables=self.variables,
             tokens=tuple(self.tokens.values()),
-            visits=self.visits,
-            next_token=self.next_token,
-            error=self.error,
+            correlation_key=instance.correlation_key,
+            started_at=instance.started_at,
             completed_at=self.completed_at,
+            error=self.error,
+            next_token=self.next_token,
+            visits=self.visits,
             parked=tuple(self.parked),
+            version=instance.version,
+            state_version=instance.state_version,
         )

@@ -55,6 +55,16 @@ class BatchResult:
     steps: list[Step] = field(default_factory=list)
 
 
+@dataclass
+class PreparedBatch:
+    """A batch of messages worked through but not yet committed."""
+
+    messages: Sequence[IncomingMessage]
+    unit: UnitOfWork
+    result: BatchResult
+    began: float = field(default_factory=time.perf_counter)
+
+
 class Dispatcher:
     """Applies events to instances through the walker and commits each batch atomically.
 
@@ -144,6 +154,11 @@ class Dispatcher:
         return self._run(work)[0]
 
     def _handle_batch(self, messages: Sequence[IncomingMessage]) -> BatchResult:
+        result, steps = self._run(self._batch_work(messages))
+        result.steps = steps
+        return result
+
+    def _batch_work(self, messages: Sequence[IncomingMessage]) -> Callable[[UnitOfWork], BatchResult]:
         def work(unit: UnitOfWork) -> BatchResult:
             result = BatchResult()
             seen = self.store.seen_messages([m.coordinate for m in messages])
@@ -161,9 +176,37 @@ class Dispatcher:
             self._start_queued(unit)
             return result
 
-        result, steps = self._run(work)
-        result.steps = steps
-        return result
+        return work
+
+    # -- pipelined batches: the work of one overlaps the commit of the one before --
+    def prepare_batch(self, messages: Sequence[IncomingMessage], after: PreparedBatch | None = None) -> PreparedBatch:
+        """Do a batch's work without committing it.
+
+        `after` is the batch before, prepared and maybe still committing: this one
+        builds on the instances as that one leaves them. If `after` then fails to
+        commit, this one must be thrown away and the messages handled again.
+
+        Raises:
+            StoreError: a read failed; handle the messages with `handle_batch` instead.
+        """
+        began = time.perf_counter()
+        unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions, after.unit if after else None)
+        result = self._batch_work(messages)(unit)
+        unit.carried, unit.carried_keys = {}, {}  # read: let the batch before be collected
+        unit.prepare()  # here, so the committer thread is left with little but waiting on IO
+        return PreparedBatch(messages, unit, result, began)
+
+    def commit_prepared(self, prepared: PreparedBatch) -> BatchResult:
+        """Commit a prepared batch (any thread), then tell the step listeners.
+
+        Raises:
+            StoreError: nothing was committed; handle the messages with `handle_batch`.
+        """
+        steps = prepared.unit.commit()
+        if self.on_steps is not None and steps:
+            self.on_steps(steps)
+        prepared.result.steps = steps
+        return prepared.result
 
     def _keys(self, fresh: list[tuple[IncomingMessage, dict[str, Any]]]) -> set[tuple[str, str]]:
         """The (definition, correlation key) pairs a batch of decoded messages will look up."""

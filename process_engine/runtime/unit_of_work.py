@@ -19,7 +19,12 @@ InlineAction = Callable[[RunAction, InstanceState], Any]
 
 
 class UnitOfWork:
-    """Collects steps for many instances; several events on one instance merge into one step."""
+    """Collects steps for many instances; several events on one instance merge into one step.
+
+    `after` is a unit whose commit is still in flight: this one reads the instances
+    it touched as they will be once it has committed, not as the store has them
+    now, so the work of one batch can overlap the commit of the one before.
+    """
 
     def __init__(
         self,
@@ -27,6 +32,7 @@ class UnitOfWork:
         registry: DefinitionRegistry,
         now: datetime,
         inline_actions: Mapping[str, InlineAction],
+        after: UnitOfWork | None = None,
     ):
         self.store = store
         self.registry = registry
@@ -44,10 +50,26 @@ class UnitOfWork:
         self.changed: set[str] = set()
         # The store's active instances per (definition, key), asked once per unit of work.
         self.stored_active: dict[tuple[str, str], list[InstanceState]] = {}
+        # What `after` will have written: instance id -> (state, version), and ids per key.
+        self._prepared: tuple[list[Step], Any] | None = None
+        self.carried: dict[str, tuple[InstanceState, int]] = {}
+        self.carried_keys: dict[tuple[str, str], list[str]] = {}
+        if after is not None:
+            self._carry(after)
+
+    def _carry(self, after: UnitOfWork) -> None:
+        for step in after._prepared[0] if after._prepared is not None else after.steps():
+            instance = step.instance
+            self.carried[instance.id] = (instance, (step.expected_version or 0) + 1)
+            # Only active ones can answer active_by_key: a topic key would list them all.
+            if instance.correlation_key is not None and instance.active:
+                self.carried_keys.setdefault((instance.definition_id, instance.correlation_key), []).append(instance.id)
 
     def load(self, instance_id: str) -> InstanceState | None:
         """The instance as this unit of work sees it."""
         if instance_id not in self.instances:
+            if instance_id in self.carried:
+                return self._adopt_carried(instance_id)
             stored = self.store.load(instance_id)
             if stored is None:
                 return None
@@ -57,7 +79,7 @@ class UnitOfWork:
 
     def prefetch(self, instance_ids: Iterable[str]) -> None:
         """Load many instances in one query, for `load` to answer from."""
-        wanted = [instance_id for instance_id in instance_ids if instance_id not in self.instances]
+        wanted = [i for i in instance_ids if i not in self.instances and i not in self.carried]
         if wanted:
             for stored in self.store.load_many(wanted).values():
                 self._adopt(stored)
@@ -76,6 +98,8 @@ class UnitOfWork:
         if pair not in self.stored_active:
             self.stored_active[pair] = self.store.active_by_key(definition_id, key)
         found = {stored.id: self._adopt(stored) for stored in self.stored_active[pair]}
+        for instance_id in self.carried_keys.get(pair, ()):
+            found[instance_id] = self._adopt_carried(instance_id)
         if pair in self.created:
             # A finished instance never becomes active again here: drop it, so a batch of
             # instances sharing a key (the topic key) does not rescan all of them each time.
@@ -87,9 +111,16 @@ class UnitOfWork:
     def _adopt(self, stored: InstanceState) -> InstanceState:
         """The unit's version of an instance just read from the store (saves loading it again)."""
         if stored.id not in self.instances:
+            if stored.id in self.carried:  # the store may not have the previous unit's write yet
+                return self._adopt_carried(stored.id)
             self.instances[stored.id] = stored
             self.expected[stored.id] = stored.version
         return self.instances[stored.id]
+
+    def _adopt_carried(self, instance_id: str) -> InstanceState:
+        if instance_id not in self.instances:
+            self.instances[instance_id], self.expected[instance_id] = self.carried[instance_id]
+        return self.instances[instance_id]
 
     def add_new(self, instance: InstanceState, commands: list[Command], cause: str) -> None:
         """Track an instance created here (a queued start)."""
@@ -157,8 +188,22 @@ class UnitOfWork:
             or instance_id in self.consumed_actions
         )
 
+    def prepare(self) -> None:
+        """Check and shape the commit now (CPU only), so `commit` is left with the IO.
+
+        Raises:
+            StoreError: a value the store cannot hold; nothing was written.
+        """
+        steps = self.steps()
+        self._prepared = (steps, self.store.prepare_commit(steps, self.ledger, self.dead_letters))
+
     def commit(self) -> list[Step]:
         """Write everything in one transaction; returns the steps written."""
+        if self._prepared is not None:
+            steps, prepared = self._prepared
+            if steps or self.ledger or self.dead_letters:
+                self.store.commit_prepared(prepared)
+            return steps
         steps = self.steps()
         if steps or self.ledger or self.dead_letters:
             self.store.commit(steps, self.ledger, self.dead_letters)

@@ -120,6 +120,27 @@ def test_stale_write_conflicts_and_the_whole_batch_is_dropped(store: InstanceSto
     assert store.claim_due_timers(T0, 10, 30) == []
 
 
+def test_a_prepared_commit_writes_nothing_until_it_is_committed(store: InstanceStore) -> None:
+    state = instance()
+    prepared = store.prepare_commit([Step(state, None, (started(),))], [LedgerEntry(MessageCoordinate("t", 0, 7), "flow", state.id)])
+    assert store.load(state.id) is None and store.seen_messages([MessageCoordinate("t", 0, 7)]) == set()
+    store.commit_prepared(prepared)
+    assert store.load(state.id).version == 1 and [h.event_type for h in store.history(state.id)] == ["started"]
+    assert store.seen_messages([MessageCoordinate("t", 0, 7)]) == {MessageCoordinate("t", 0, 7)}
+
+
+def test_preparing_refuses_bad_values_and_committing_a_stale_preparation_conflicts(store: InstanceStore) -> None:
+    with pytest.raises(StoreError, match="NUL"):
+        store.prepare_commit([Step(instance(variables={"name": "a\x00b"}), None)])
+    state = instance()
+    store.commit([Step(state, None)])
+    stale = store.prepare_commit([Step(state.with_changes(variables={"v": 1}), 1)])
+    store.commit([Step(state.with_changes(variables={"v": 2}), 1)])
+    with pytest.raises(ConcurrencyConflict):
+        store.commit_prepared(stale)
+    assert store.load(state.id).variables == {"v": 2}
+
+
 def test_duplicate_insert_conflicts(store: InstanceStore) -> None:
     state = instance()
     store.commit([Step(state, None)])

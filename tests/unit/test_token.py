@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import fields
 
-from process_engine.domain.instance import Token
+from process_engine.domain.instance import InstanceState, Token
 
 
 def test_moved_to_equals_replace_with_wait_timer_and_attempt_cleared() -> None:
     token = Token("t3", "service", "action", "timer-1", 2, 4, (("fork:t1:1", 2),))
-    expected = replace(token, activity_id="next", waiting=None, timer_id=None, attempt=0)
+    expected = token._replace(activity_id="next", waiting=None, timer_id=None, attempt=0)
     assert token.moved_to("next") == expected
+
+
+def test_freeze_knows_every_instance_field() -> None:
+    # Run.freeze builds the state field by field too.
+    assert [f.name for f in fields(InstanceState)] == [
+        "id", "definition_id", "definition_version", "status", "variables", "tokens", "correlation_key",
+        "started_at", "completed_at", "error", "next_token", "visits", "parked", "version", "state_version",
+    ]
 
 
 def test_moved_to_knows_every_field() -> None:
     # A new Token field must be handled in moved_to (it builds the token positionally).
-    assert [f.name for f in fields(Token)] == ["id", "activity_id", "waiting", "timer_id", "attempt", "visit", "forks"]
+    assert list(Token._fields) == ["id", "activity_id", "waiting", "timer_id", "attempt", "visit", "forks"]

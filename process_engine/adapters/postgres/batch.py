@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
-from process_engine.adapters.commit_plan import CommitPlan, InstanceRow
+from process_engine.adapters.commit_plan import CommitPlan, HistoryRow, InstanceRow
 from process_engine.adapters.postgres.queries import query
 
 Statement = tuple[str, dict[str, Any]]
 Copy = tuple[str, list[tuple[Any, ...]]]  # a COPY ... FROM STDIN and its rows
+
+
+@dataclass(frozen=True)
+class BatchWrite:
+    """A batch ready to send: its statements and COPYs, built before any IO."""
+
+    steps: int
+    statements: list[Statement]
+    copies: list[Copy]
 
 _INSTANCE_COLUMNS = (
     "id",
@@ -83,9 +93,10 @@ def batch_copies(plan: CommitPlan) -> list[Copy]:
 
 
 _TIMESTAMP = _HISTORY_COLUMNS.index("timestamp")
+assert HistoryRow._fields == _HISTORY_COLUMNS, "_history_rows copies HistoryRow positionally"
 
 
-def _history_rows(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
+def _history_rows(rows: Sequence[HistoryRow]) -> list[tuple[Any, ...]]:
     """History rows as COPY tuples, each distinct timestamp formatted once.
 
     A batch's rows nearly all share the time of its unit of work, and formatting a
@@ -93,12 +104,12 @@ def _history_rows(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
     """
     texts: dict[datetime, str] = {}
     copied = []
-    for values in map(attrgetter(*_HISTORY_COLUMNS), rows):
-        at = values[_TIMESTAMP]
+    for row in rows:
+        at = row[_TIMESTAMP]
         text = texts.get(at)
         if text is None:
             text = texts[at] = at.isoformat()
-        copied.append((*values[:_TIMESTAMP], text, *values[_TIMESTAMP + 1 :]))
+        copied.append((row[0], row[1], row[2], row[3], text, row[5], row[6], row[7], row[8]))
     return copied
 
 

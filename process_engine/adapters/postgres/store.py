@@ -19,7 +19,7 @@ from process_engine.adapters.commit_plan import (
     require_aware,
     to_json_text,
 )
-from process_engine.adapters.postgres.batch import batch_copies, batch_statements
+from process_engine.adapters.postgres.batch import BatchWrite, batch_copies, batch_statements
 from process_engine.adapters.postgres.errors import translated
 from process_engine.adapters.postgres.queries import query
 from process_engine.domain.errors import StoreError
@@ -101,11 +101,24 @@ class PostgresInstanceStore:
         dead_letters: Sequence[DeadLetter] = (),
     ) -> None:
         """Write every step, ledger entry and dead letter in one transaction."""
+        self.commit_prepared(self.prepare_commit(steps, ledger, dead_letters))
+
+    def prepare_commit(
+        self,
+        steps: Sequence[Step],
+        ledger: Sequence[LedgerEntry] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> BatchWrite:
+        """The batch checked and shaped into statements and COPY rows, for `commit_prepared`."""
         plan = plan_commit(steps, ledger, dead_letters)
-        statements, copies = batch_statements(plan), batch_copies(plan)
+        return BatchWrite(len(steps), batch_statements(plan), batch_copies(plan))
+
+    def commit_prepared(self, prepared: BatchWrite) -> None:
+        """Run a prepared batch's statements and COPYs in one transaction."""
+        statements, copies = prepared.statements, prepared.copies
         if not (statements or copies):
             return
-        what = f"committing {len(steps)} step(s)"
+        what = f"committing {prepared.steps} step(s)"
         with translated(what, unique_is_conflict=True), self._connection() as conn:
             with conn.transaction():
                 cursor = conn.cursor()

@@ -1,0 +1,81 @@
+"""Pipelined batches: a batch prepared on top of one still committing sees what that one writes."""
+
+from __future__ import annotations
+
+import pytest
+
+from process_engine.domain.errors import ConcurrencyConflict, StoreError
+from process_engine.ports import InstanceQuery
+from tests.unit.test_dispatcher import CORRELATED, Clock, level, make, reading
+from tests.unit.walking import definition_from, example
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def history(store, instance_id: str) -> list[str]:
+    return [row.event_type for row in store.history(instance_id)]
+
+
+def test_a_batch_prepared_on_an_uncommitted_one_refreshes_the_instance_it_started(clock: Clock) -> None:
+    store, dispatcher, _ = make([definition_from(CORRELATED.replace("MODE", "single"))], clock)
+    first = dispatcher.prepare_batch([level(20)])
+    second = dispatcher.prepare_batch([level(25)], after=first)  # the first is not in the store yet
+    assert store.find_instances(InstanceQuery()) == []
+    [instance_id] = dispatcher.commit_prepared(first).started
+    assert dispatcher.commit_prepared(second).started == []
+    instance = store.load(instance_id)
+    assert instance.variables["level"] == 25 and instance.version == 2
+    assert history(store, instance_id).count("variable_changed") == 1
+
+
+def test_an_instance_the_batch_before_finished_is_not_refreshed_again(clock: Clock) -> None:
+    store, dispatcher, _ = make([definition_from(CORRELATED.replace("MODE", "single"))], clock)
+    [started] = dispatcher.handle_batch([level(20)]).started
+    first = dispatcher.prepare_batch([level(1)])  # ends the stored instance
+    second = dispatcher.prepare_batch([level(30)], after=first)  # so this one starts a new one
+    dispatcher.commit_prepared(first)
+    [again] = dispatcher.commit_prepared(second).started
+    assert store.load(started).status == "completed" and store.load(again).status == "running"
+
+
+def test_pipelined_batches_leave_the_same_instances_as_one_batch_after_another(clock: Clock) -> None:
+    readings = [[level(v, f"tank-{n % 3}") for n, v in enumerate(values)] for values in ([20, 30, 12], [25, 3, 40], [1, 2, 50])]
+    sequential, one_by_one, _ = make([definition_from(CORRELATED.replace("MODE", "single"))], clock)
+    for batch in readings:
+        one_by_one.handle_batch(batch)
+    pipelined, dispatcher, _ = make([definition_from(CORRELATED.replace("MODE", "single"))], clock)
+    before = None
+    for batch in readings:
+        prepared = dispatcher.prepare_batch(batch, after=before)
+        if before is not None:
+            dispatcher.commit_prepared(before)
+        before = prepared
+    dispatcher.commit_prepared(before)
+
+    def summary(store):
+        found = store.find_instances(InstanceQuery())
+        return sorted((i.correlation_key, i.status, i.variables["level"], i.version, tuple(history(store, i.id))) for i in found)
+
+    assert summary(pipelined) == summary(sequential)
+
+
+def test_a_batch_built_on_one_that_never_committed_cannot_land(clock: Clock) -> None:
+    store, dispatcher, _ = make([definition_from(CORRELATED.replace("MODE", "single"))], clock)
+    first = dispatcher.prepare_batch([level(20)])
+    second = dispatcher.prepare_batch([level(25)], after=first)
+    with pytest.raises(ConcurrencyConflict):
+        dispatcher.commit_prepared(second)  # it updates an instance the store never got
+    assert store.find_instances(InstanceQuery()) == []
+    assert dispatcher.handle_batch([level(20), level(25)]).started  # the careful way still works
+
+
+def test_a_value_the_store_refuses_is_found_while_preparing(clock: Clock) -> None:
+    store, dispatcher, _ = make([example("temperature-control.yaml")], clock)
+    poison = reading(30.0, device="hp\x00x")
+    with pytest.raises(StoreError, match="NUL"):
+        dispatcher.prepare_batch([poison])
+    result = dispatcher.handle_batch([poison])  # one message alone: dead-lettered
+    assert result.dead_lettered == 1 and store.find_instances(InstanceQuery()) == []
