@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import time
@@ -19,6 +20,23 @@ log = logging.getLogger("process_engine")
 SIGNAL_CHECK_SECONDS = 0.2
 
 
+# Young objects a collection waits for. A batch makes and frees hundreds of thousands of
+# small objects, nearly all freed by reference counting; at Python's default of 700 the
+# cyclic collector ran some 25 times per batch of 500 and took a tenth of the CPU.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def collect_less() -> None:
+    """Tune the cyclic garbage collector for a long-running engine (call once, after start-up).
+
+    What start-up built (definitions, compiled expressions, clients) lives as long as the
+    process, so it is frozen out of every later collection.
+    """
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def run_service(settings: Settings, ready: Callable[[Engine], None] | None = None) -> int:
     """Run until SIGTERM or SIGINT; the batch in hand commits before the process exits."""
     engine = Engine(settings)
@@ -31,6 +49,7 @@ def run_service(settings: Settings, ready: Callable[[Engine], None] | None = Non
     http: HttpServer | None = None
     try:
         engine.start()
+        collect_less()
         http = HttpServer(create_app(engine, settings.api_token), settings.http_host, settings.http_port).start()
         engine.http_port = http.port
         log.info("process-engine running (group %s, brokers %s, HTTP %s)", settings.group_id, settings.kafka_brokers, http.url)

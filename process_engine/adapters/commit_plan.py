@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from process_engine.adapters.event_ids import new_event_id
+from process_engine.adapters.event_ids import id_source
 from process_engine.domain.errors import ConcurrencyConflict, StoreError
 from process_engine.domain.instance import STATUSES
 from process_engine.engine.commands import (
@@ -131,10 +131,10 @@ def plan_commit(
     steps: Sequence[Step],
     ledger: Sequence[LedgerEntry] = (),
     dead_letters: Sequence[DeadLetter] = (),
-    new_id: Callable[[], str] = new_event_id,
+    new_id: Callable[[], str] | None = None,
 ) -> CommitPlan:
     """Check and group a batch. Raises ConcurrencyConflict or StoreError."""
-    planner = _Planner(new_id)
+    planner = _Planner(new_id or id_source())
     for step in steps:
         planner.add_step(step)
     for entry in ledger:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 
 _COUNTER_BITS = 74  # rand_a (12) + rand_b (62): everything after the timestamp
 _COUNTER_MAX = (1 << _COUNTER_BITS) - 1
@@ -47,6 +48,42 @@ class EventIdGenerator:
             # Only the last 8 hex digits change from one id to the next: formatting the
             # whole 128 bits each time cost more than the rest of a history row.
             return f"{self._head}{self._counter & _LOW_MASK:08x}"
+
+
+    def take(self, count: int) -> list[str]:
+        """`count` consecutive ids at once: one lock and one clock read for all of them."""
+        with self._lock:
+            now_ms = time.time_ns() // 1_000_000
+            if now_ms > self._last_ms:
+                self._last_ms = now_ms
+                first = random.getrandbits(_COUNTER_BITS - 1)
+            else:
+                first = self._counter + 1
+            if first + count - 1 > _COUNTER_MAX:  # exhausted: borrow the next millisecond
+                self._last_ms += 1
+                first = 0
+            unix_ms, self._counter = self._last_ms, first + count - 1
+            self._head = _format(unix_ms, self._counter)[:-8]  # for `new`, which goes on from here
+        low = first & _LOW_MASK
+        if low + count <= _LOW_MASK + 1:  # no carry out of the last 8 digits
+            head = _format(unix_ms, first)[:-8]
+            return [f"{head}{n:08x}" for n in range(low, low + count)]
+        return [_format(unix_ms, n) for n in range(first, first + count)]
+
+
+def id_source(chunk: int = 256) -> Callable[[], str]:
+    """A function giving fresh ids, taken from the process-wide generator `chunk` at a time.
+
+    For one thread (one commit plan): cheaper per id than `new_event_id` when many are needed.
+    """
+    ready: list[str] = []
+
+    def next_id() -> str:
+        if not ready:
+            ready.extend(reversed(_DEFAULT.take(chunk)))
+        return ready.pop()
+
+    return next_id
 
 
 def _format(unix_ms: int, counter: int) -> str:

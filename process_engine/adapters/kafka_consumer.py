@@ -165,7 +165,9 @@ class TriggerConsumer:
                     self._land(consumer, stop)
                     stop.wait(1.0)
                     continue
-                batch = self._next_batch(consumer)
+                # With a batch in flight, look without waiting: if nothing is there, land it
+                # at once rather than leave its offsets uncommitted for a poll timeout.
+                batch = self._next_batch(consumer, wait=self._in_flight is None)
                 good = [m for m in batch if self._usable(m)]
                 if good:
                     self._pipeline(consumer, good, stop)
@@ -221,14 +223,14 @@ class TriggerConsumer:
         else:  # a conflict, a refused message, an outage: the careful way sorts it out
             self._process(consumer, flight.messages, stop)
 
-    def _next_batch(self, consumer: Consumer) -> list[Message]:
+    def _next_batch(self, consumer: Consumer, wait: bool = True) -> list[Message]:
         """Everything fetched so far, up to a batch, as soon as there is anything.
 
         Waiting for a full batch would add latency at low rates; under load the fetch
-        queue holds a full batch anyway.
+        queue holds a full batch anyway. With `wait` false, an empty queue gives [] at once.
         """
         batch = consumer.consume(num_messages=self.settings.batch_size, timeout=0)
-        if batch:
+        if batch or not wait:
             return batch
         first = consumer.poll(self.settings.poll_timeout)
         if first is None:

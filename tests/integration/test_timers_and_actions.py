@@ -150,8 +150,8 @@ def test_a_timer_whose_step_cannot_be_stored_does_not_hold_up_the_timers_due_wit
     database_url, kafka_bootstrap, mqtt_url, tmp_path: Path
 ) -> None:
     (tmp_path / "fine.yaml").write_text(TIMED.replace("ID", "fine-timer").replace("EXPRESSION", "1 + 1"))
-    # 1e308 * 10 is infinity: valid in Python, refused by JSON and so by the store.
-    (tmp_path / "poison.yaml").write_text(TIMED.replace("ID", "poison-timer").replace("EXPRESSION", "1e308 * 10"))
+    # A NUL character: a valid Python string, refused by jsonb and so by the store.
+    (tmp_path / "poison.yaml").write_text(TIMED.replace("ID", "poison-timer").replace("EXPRESSION", "'a\\\\x00b'"))
     settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, unique("g"))
     with running_engine(settings) as engine:
         due = (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()

@@ -57,3 +57,20 @@ def test_an_exhausted_millisecond_borrows_the_next(frozen_ms: list[int]) -> None
     borrowed = generator.new()
     assert borrowed > first
     assert int(uuid.UUID(borrowed).hex[:12], 16) == frozen_ms[0] + 1
+
+
+def test_ids_taken_in_chunks_carry_on_the_same_sequence(frozen_ms: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(event_ids.random, "getrandbits", lambda bits: (7 << 32) - 5)  # a carry inside the chunk
+    generator = EventIdGenerator()
+    ids = [generator.new(), *generator.take(10), generator.new(), *generator.take(3)]
+    assert ids == sorted(ids) and len(set(ids)) == 15
+    for text in ids:
+        assert str(uuid.UUID(text)) == text
+    counters = [int(uuid.UUID(text).hex[13:16] + uuid.UUID(text).hex[17:], 16) for text in ids]
+    assert counters == [(7 << 32) - 5 + n for n in range(15)]
+
+
+def test_an_id_source_hands_out_fresh_ids_chunk_after_chunk() -> None:
+    source = event_ids.id_source(chunk=4)
+    ids = [source() for _ in range(10)]
+    assert ids == sorted(ids) and len(set(ids)) == 10
