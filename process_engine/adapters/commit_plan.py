@@ -251,6 +251,9 @@ class _Planner:
         instance_id = canonical_uuid(state.id, "instance id")
         if state.status not in STATUSES:
             raise StoreError(f"instance {instance_id} has unknown status {state.status!r}")
+        for what, text in (("correlation key", state.correlation_key), ("error", state.error)):
+            if text is not None and "\x00" in text:  # PostgreSQL text cannot hold NUL characters
+                raise StoreError(f"instance {instance_id} {what} contains a NUL character, which text cannot store")
         earlier = self._instances.get(instance_id)
         expected = step.expected_version
         if earlier is not None and expected != earlier.new_version:

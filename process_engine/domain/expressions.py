@@ -151,6 +151,29 @@ class _SandboxInterpreter(Interpreter):
         super().__init__(symtable={}, use_numpy=False, config=config,
                          max_statement_length=MAX_EXPRESSION_LENGTH)  # fmt: skip
         self.symtable = {}
+        # asteval's node handlers, by node class rather than by lower-cased class name.
+        self._handlers: dict[type, Callable[[Any], Any]] = {}
+
+    def run(self, node: Any, expr: Any = None, lineno: Any = None, with_raise: bool = True) -> Any:
+        """asteval's `run`, without the bookkeeping only statements need.
+
+        A checked expression has no statements, so no return value, break or line
+        number to track; that bookkeeping cost more than evaluating most expressions.
+        Errors go through asteval's `raise_exception` as before.
+        """
+        if node is None:
+            return None
+        handler = self._handlers.get(node.__class__)
+        if handler is None:
+            if isinstance(node, str) or node.__class__.__name__.lower() not in self.node_handlers:
+                return super().run(node, expr, lineno, with_raise)  # asteval's own errors
+            handler = self._handlers[node.__class__] = self.node_handlers[node.__class__.__name__.lower()]
+        try:
+            return handler(node)
+        except Exception:
+            if with_raise and self.expr is not None:
+                self.raise_exception(node, expr=self.expr)
+            raise
 
     def on_name(self, node: ast.Name) -> Any:
         value = self.symtable.get(node.id, _UNBOUND)

@@ -114,12 +114,16 @@ class Dispatcher:
 
         A message the database refuses (a NUL character in text, a number too big
         for JSON) would fail every retry of its batch and stop the consumer: when a
-        batch fails that way, its messages go one at a time and the refused one is
-        dead-lettered.
+        batch fails that way, it is split in halves, each committed on its own, until
+        the refused message is alone and dead-lettered. (One at a time would cost a
+        transaction per message of a large batch.)
 
         Raises:
             StoreUnavailable: the database is down; nothing was committed.
         """
+        return self._handle_or_split(messages, split=False)
+
+    def _handle_or_split(self, messages: Sequence[IncomingMessage], split: bool) -> BatchResult:
         try:
             return self._handle_batch(messages)
         except (StoreUnavailable, ConcurrencyConflict):
@@ -127,15 +131,17 @@ class Dispatcher:
         except StoreError as error:
             if len(messages) == 1:
                 return self._refused(messages[0], error)
-            log.warning("a batch of %d message(s) failed to commit (%s); retrying them one at a time", len(messages), error)
+            if not split:
+                log.warning("a batch of %d message(s) failed to commit (%s); retrying it in halves", len(messages), error)
+        middle = len(messages) // 2
         result = BatchResult()
-        for message in messages:
-            one = self.handle_batch([message])
-            result.started += one.started
-            result.refreshed += one.refreshed
-            result.dead_lettered += one.dead_lettered
-            result.duplicates += one.duplicates
-            result.steps += one.steps
+        for half in (messages[:middle], messages[middle:]):  # in order: a key's messages stay in sequence
+            part = self._handle_or_split(half, split=True)
+            result.started += part.started
+            result.refreshed += part.refreshed
+            result.dead_lettered += part.dead_lettered
+            result.duplicates += part.duplicates
+            result.steps += part.steps
         return result
 
     def _refused(self, message: IncomingMessage, error: StoreError) -> BatchResult:
@@ -283,11 +289,12 @@ class Dispatcher:
         """When an instance with a key finished in this unit, start the next queued one."""
         for instance_id in list(unit.commands):
             instance = unit.instances[instance_id]
-            finished = any(isinstance(c, (InstanceCompleted, InstanceFailed)) for c in unit.commands[instance_id])
-            if not finished or instance.correlation_key is None or instance.status == "running":
+            if instance.correlation_key is None or instance.status == "running":
                 continue
             definition = unit.definition_of(instance)
             if definition.trigger.mode != "queued":
+                continue
+            if not any(isinstance(c, (InstanceCompleted, InstanceFailed)) for c in unit.commands[instance_id]):
                 continue
             active = unit.active_by_key(instance.definition_id, instance.correlation_key)
             waiting = [i for i in active if is_queued(i)]

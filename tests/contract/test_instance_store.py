@@ -183,6 +183,8 @@ def test_values_that_are_not_json_or_naive_times_are_refused(store: InstanceStor
         store.claim_due_timers(datetime(2030, 1, 1), 10, 30)
     with pytest.raises(StoreError, match="UUID"):
         store.commit([Step(instance(id="instance-1"), None)])
+    with pytest.raises(StoreError, match="NUL"):
+        store.commit([Step(instance(correlation_key="hp\x00x"), None)])
     assert store.find_instances(InstanceQuery()) == []
 
 

@@ -71,6 +71,6 @@ def test_ids_taken_in_chunks_carry_on_the_same_sequence(frozen_ms: list[int], mo
 
 
 def test_an_id_source_hands_out_fresh_ids_chunk_after_chunk() -> None:
-    source = event_ids.id_source(chunk=4)
-    ids = [source() for _ in range(10)]
-    assert ids == sorted(ids) and len(set(ids)) == 10
+    source = event_ids.id_source(largest_chunk=64)
+    ids = [source() for _ in range(500)]
+    assert ids == sorted(ids) and len(set(ids)) == 500

@@ -79,3 +79,16 @@ def test_a_value_the_store_refuses_is_found_while_preparing(clock: Clock) -> Non
         dispatcher.prepare_batch([poison])
     result = dispatcher.handle_batch([poison])  # one message alone: dead-lettered
     assert result.dead_lettered == 1 and store.find_instances(InstanceQuery()) == []
+
+
+def test_a_refused_message_in_a_large_batch_is_found_by_halving_it(clock: Clock) -> None:
+    store, dispatcher, _ = make([definition_from(CORRELATED.replace("MODE", "parallel"))], clock)
+    commits = []
+    commit = store.commit
+    store.commit = lambda *args, **kwargs: (commits.append(1), commit(*args, **kwargs))[1]  # count transactions
+    batch = [level(20, f"tank-{n}") for n in range(64)]
+    batch[37] = level(20, "tank\x00x")
+    result = dispatcher.handle_batch(batch)
+    assert result.dead_lettered == 1 and len(result.started) == 63
+    assert len(store.find_instances(InstanceQuery(limit=100))) == 63
+    assert len(commits) <= 1 + 2 * 6 + 1  # the whole, two halves per level (64 = 2**6), the dead letter
