@@ -29,7 +29,8 @@ class EngineProcess:
         self.ready: dict[str, Any] | None = None
         self.samples: dict[str, Any] | None = None
         self._changed = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -49,8 +50,10 @@ class EngineProcess:
         with self._changed:
             while not (result := condition()):
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.process.poll() is not None:
+                if remaining <= 0 or not self._reader.is_alive():
                     raise TimeoutError(f"the engine did not get to {what} within {timeout:.0f} s ({self.progress})")
+                # An engine that has exited may still have lines in the pipe (its samples are
+                # megabytes): the reader ends when it has read them all.
                 self._changed.wait(min(remaining, 0.5))
         return result
 
