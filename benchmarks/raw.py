@@ -128,7 +128,7 @@ def copy_batches(plan: CommitPlan, batches: int) -> list[RowBatch]:
             for r in plan.inserts
         ]
         history = [
-            (uuid.uuid4(), ids[r.instance_id], r.activity_id, r.event_type, r.timestamp,
+            (uuid.uuid4(), ids[r.instance_id], r.activity_id, r.event_type, datetime.fromisoformat(r.timestamp),
              _jsonb(_swap(r.data, r.instance_id, texts)), r.message, texts[r.instance_id], r.causation_id)
             for r in plan.history
         ]

@@ -147,7 +147,7 @@ class MemoryInstanceStore:
         key = _uuid_or_none(instance_id)
         with self._lock:
             rows = list(self._history.get(key, ())) if key else []
-        rows.sort(key=lambda row: (row.timestamp, row.id))
+        rows.sort(key=lambda row: (datetime.fromisoformat(row.timestamp), row.id))
         return [_history_record(row) for row in rows]
 
     def seen_messages(self, coordinates: Sequence[MessageCoordinate]) -> set[MessageCoordinate]:
@@ -311,7 +311,7 @@ def _history_record(row: HistoryRow) -> HistoryRecord:
         instance_id=row.instance_id,
         activity_id=row.activity_id,
         event_type=row.event_type,
-        timestamp=row.timestamp,
+        timestamp=datetime.fromisoformat(row.timestamp),
         data=json.loads(row.data) if row.data is not None else None,
         message=row.message,
         correlation_id=row.correlation_id,

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from process_engine.domain.definition import Activity, ProcessDefinition
-from process_engine.domain.instance import WAIT_ACTION, WAIT_CONDITION, WAIT_TIMER, InstanceState
+from process_engine.domain.instance import STATE_VERSION, WAIT_ACTION, WAIT_CONDITION, WAIT_TIMER, InstanceState, state_of
 from process_engine.engine import activities
 from process_engine.engine.commands import Command
 from process_engine.engine.events import (
@@ -58,13 +58,9 @@ def new_instance(definition: ProcessDefinition, event: Start, now: datetime) -> 
     """A fresh instance: static variable values first, then what the trigger gave."""
     variables: dict[str, Any] = {v.name: v.value for v in definition.variables if v.source is None}
     variables.update(event.variables)
-    return InstanceState(
-        id=event.instance_id,
-        definition_id=definition.id,
-        definition_version=definition.version,
-        variables=variables,
-        correlation_key=event.correlation_key,
-        started_at=now,
+    return state_of(
+        event.instance_id, definition.id, definition.version, "running", variables, (), event.correlation_key,
+        now, None, None, 1, {}, (), 0, STATE_VERSION,
     )
 
 

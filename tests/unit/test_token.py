@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import FrozenInstanceError, fields
 
-from process_engine.domain.instance import InstanceState, Token
+import pytest
+
+from process_engine.domain.instance import InstanceState, Token, state_of
 
 
 def test_moved_to_equals_replace_with_wait_timer_and_attempt_cleared() -> None:
@@ -14,11 +16,21 @@ def test_moved_to_equals_replace_with_wait_timer_and_attempt_cleared() -> None:
 
 
 def test_freeze_knows_every_instance_field() -> None:
-    # Run.freeze builds the state field by field too.
+    # Run.freeze and new_instance build the state positionally (state_of).
     assert [f.name for f in fields(InstanceState)] == [
         "id", "definition_id", "definition_version", "status", "variables", "tokens", "correlation_key",
         "started_at", "completed_at", "error", "next_token", "visits", "parked", "version", "state_version",
     ]
+
+
+def test_state_of_equals_the_dataclass_and_stays_frozen() -> None:
+    values = ("i", "d", 2, "running", {"a": 1}, (Token("t1", "a"),), "k", None, None, None, 2, {"a": 1}, (), 3, 1)
+    built = state_of(*values)
+    assert built == InstanceState(*values)
+    with pytest.raises(FrozenInstanceError):
+        built.status = "failed"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="15 values"):
+        state_of(*values[:-1])
 
 
 def test_moved_to_knows_every_field() -> None:

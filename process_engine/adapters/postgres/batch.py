@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
@@ -86,31 +85,13 @@ def batch_copies(plan: CommitPlan) -> list[Copy]:
     which cost more than everything else a commit does.
     """
     copies = [
-        (query("copy_history"), _history_rows(plan.history)),
+        (query("copy_history"), plan.history),
         (query("copy_ledger"), list(map(attrgetter(*_LEDGER_COLUMNS), plan.ledger))),
     ]
     return [(sql, rows) for sql, rows in copies if rows]
 
 
-_TIMESTAMP = _HISTORY_COLUMNS.index("timestamp")
-assert HistoryRow._fields == _HISTORY_COLUMNS, "_history_rows copies HistoryRow positionally"
-
-
-def _history_rows(rows: Sequence[HistoryRow]) -> list[tuple[Any, ...]]:
-    """History rows as COPY tuples, each distinct timestamp formatted once.
-
-    A batch's rows nearly all share the time of its unit of work, and formatting a
-    datetime costs COPY more than all the other columns of the row together.
-    """
-    texts: dict[datetime, str] = {}
-    copied = []
-    for row in rows:
-        at = row[_TIMESTAMP]
-        text = texts.get(at)
-        if text is None:
-            text = texts[at] = at.isoformat()
-        copied.append((row[0], row[1], row[2], row[3], text, row[5], row[6], row[7], row[8]))
-    return copied
+assert HistoryRow._fields == _HISTORY_COLUMNS, "history rows go to COPY as they are"
 
 
 def _columns(name: str, rows: Sequence[Any], columns: Sequence[str]) -> Statement | None:
