@@ -238,7 +238,9 @@ class _Planner:
         self._ledger_keys.add(key)
         instance_id = None
         if entry.instance_id is not None:
-            instance_id = canonical_uuid(entry.instance_id, "ledger instance id")
+            instance_id = entry.instance_id
+            if instance_id not in self._instances:  # an instance row's id is checked already
+                instance_id = canonical_uuid(instance_id, "ledger instance id")
         self.plan.ledger.append(LedgerRow(*key, instance_id))
 
     def finish(self) -> CommitPlan:

@@ -89,6 +89,7 @@ class EngineMetrics:
         chatty = log.isEnabledFor(logging.INFO)
         started: dict[str, int] = {}
         completed: dict[str, int] = {}
+        latencies: dict[str, list[float]] = {}
         for step in steps:
             instance = step.instance
             if step.expected_version is None:
@@ -104,7 +105,7 @@ class EngineMetrics:
                     completed[instance.definition_id] = completed.get(instance.definition_id, 0) + 1
                     if instance.started_at is not None:
                         seconds = (command.at - instance.started_at).total_seconds()
-                        self.completion_latency.labels(instance.definition_id).observe(max(seconds, 0.0))
+                        latencies.setdefault(instance.definition_id, []).append(max(seconds, 0.0))
                     if chatty:
                         log.info("instance %s of %s completed", instance.id, instance.definition_id, extra=step_context(step))
                 elif isinstance(command, InstanceFailed):
@@ -114,6 +115,10 @@ class EngineMetrics:
             self.started.labels(definition_id).inc(count)
         for definition_id, count in completed.items():
             self.completed.labels(definition_id).inc(count)
+        for definition_id, seconds in latencies.items():
+            histogram = self.completion_latency.labels(definition_id)
+            for value in seconds:
+                histogram.observe(value)
 
     @never_raises
     def batch_done(self, result: Any, count: int, seconds: float) -> None:
