@@ -90,7 +90,7 @@ def run(stack: Stack, sizes: phases.Sizes) -> tuple[dict[str, Any], dict[str, An
         step("engine joining its consumer group")
         engine.wait_ready()
         step(f"T1 five activities ({sizes.backlog:,} waiting in Kafka)")
-        measured["T1"] = phases.drain_backlog(engine, sizes.backlog, stack.postgres_pid)
+        measured["T1"] = phases.drain_backlog(engine, sizes.backlog, stack.postgres_pid, stack.broker_pid)
         rate = measured["T1"]["rough_rate"] / 2
         step(f"T2 latency at {rate:,.0f} msg/s for {sizes.latency_seconds:.0f} s")
         measured["T2"] = phases.paced_latency(engine, stack.bootstrap, topics.five, rate, sizes.latency_seconds)

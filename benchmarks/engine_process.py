@@ -20,7 +20,6 @@ from process_engine.adapters.logs import configure_logging
 from process_engine.app import Engine
 from process_engine.ports import Step
 from process_engine.service import collect_less
-from process_engine.service import collect_less
 from process_engine.settings import Settings
 
 PROGRESS_SECONDS = 0.2
@@ -111,7 +110,6 @@ def main() -> int:
     engine.step_listeners.append(recorder.steps)
     engine.build()
     engine.start()
-    collect_less()  # as `process-engine run` does
     collect_less()  # as `process-engine run` does
     deadline = time.monotonic() + 60
     while not engine.consumer.assigned and time.monotonic() < deadline:

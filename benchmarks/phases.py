@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,24 +64,29 @@ def tree_cpu_seconds(root: int) -> float:
     return total
 
 
-def drain_backlog(engine: EngineProcess, count: int, postgres_pid: int) -> dict[str, Any]:
+def drain_backlog(engine: EngineProcess, count: int, postgres_pid: int, broker_pid: int) -> dict[str, Any]:
     """T1: the engine works off `count` produced messages; timed by the progress lines.
 
-    Also the CPU the engine and PostgreSQL spent per instance, and the engine's share
-    of one core: what bounds the rate.
+    Also the CPU the engine, PostgreSQL and the broker spent per instance, and the
+    engine's share of one core: what bounds the rate.
     """
     pid = engine.process.pid
     first = engine.wait(lambda: engine.progress if engine.progress.get("completed", 0) > 0 else None, 120, "its first batch")
-    cpu_before, db_before, began = cpu_seconds(pid), tree_cpu_seconds(postgres_pid), time.time()
+    before = cpu_seconds(pid), tree_cpu_seconds(postgres_pid), tree_cpu_seconds(broker_pid)
+    began = time.time()
     last = engine.wait_count("completed", count, 600)
-    cpu, db, elapsed = cpu_seconds(pid) - cpu_before, tree_cpu_seconds(postgres_pid) - db_before, time.time() - began
+    after = cpu_seconds(pid), tree_cpu_seconds(postgres_pid), tree_cpu_seconds(broker_pid)
+    elapsed = time.time() - began
+    cpu, db, broker = (end - start for start, end in zip(before, after))
     done = last["completed"] - first["completed"]
     return {
         "rough_rate": done / max(last["t"] - first["t"], 1e-6),
         "engine_cpu_us_per_instance": cpu / done * 1e6,
         "postgres_cpu_us_per_instance": db / done * 1e6,
+        "broker_cpu_us_per_instance": broker / done * 1e6,
         "engine_cores_busy": cpu / elapsed,
         "postgres_cores_busy": db / elapsed,
+        "cores": os.cpu_count() or 1,
     }
 
 

@@ -58,6 +58,12 @@ class Stack:
         assert self.postgres is not None
         return int((self.postgres.data / "postmaster.pid").read_text().split()[0])
 
+    @property
+    def broker_pid(self) -> int:
+        """The Kafka-compatible broker's process id."""
+        assert self.kafka is not None and self.kafka.process is not None
+        return self.kafka.process.pid
+
     def database(self) -> str:
         """A fresh migrated database; returns its URL."""
         assert self.server is not None
