@@ -158,9 +158,11 @@ def canonical_uuid(value: Any, what: str) -> str:
         raise StoreError(f"{what} {value!r} is not a UUID") from None
 
 
-def to_json_text(value: Any, what: str) -> str:
+def to_json_text(value: Any, what: str | Callable[[], str]) -> str:
     """Compact JSON text; StoreError naming `what` if PostgreSQL's jsonb would refuse it.
 
+    `what` may be a function, called only when there is an error to report: the
+    hot paths would otherwise format a description for every value they store.
     NaN and infinities become null, as in JavaScript's JSON.stringify: JSON has no
     spelling for them. (Messages that spell them are not JSON and never get here.)
     """
@@ -170,10 +172,14 @@ def to_json_text(value: Any, what: str) -> str:
         try:
             text = _JSON.encode(value)
         except (TypeError, ValueError) as error:
-            raise StoreError(f"{what} is not JSON-serialisable: {error}") from None
+            raise StoreError(f"{_described(what)} is not JSON-serialisable: {error}") from None
     if "\\u0000" in text:  # jsonb cannot hold NUL characters
-        raise StoreError(f"{what} contains a NUL character, which jsonb cannot store")
+        raise StoreError(f"{_described(what)} contains a NUL character, which jsonb cannot store")
     return text
+
+
+def _described(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
 
 
 # InstanceQuery.extra keys both stores understand.
@@ -226,8 +232,26 @@ class _Planner:
             self._consume_timer(step.consumed_timer)
         if step.consumed_action is not None:
             self._consume_action(step.consumed_action)
+        # History rows are most of a batch's rows: made here, without a call per row.
+        history, new_id, times = self.plan.history, self._new_id, self._times
+        correlation_id, causation_id = step.correlation_id, step.causation_id
         for command in step.commands:
-            self._add_command(instance_id, step, command)
+            if type(command) is not RecordHistory:
+                self._add_command(instance_id, step, command)
+                continue
+            data = command.data
+            if data is not None:
+                data = to_json_text(data, lambda: f"history data of {command.event_type}")
+            at = command.at
+            text = times.get(at)
+            if text is None:
+                text = times[at] = require_aware(at, "history timestamp").isoformat(timespec="microseconds")
+            history.append(
+                HistoryRow(
+                    new_id(), instance_id, command.activity_id, command.event_type, text, data,
+                    command.message, correlation_id, causation_id,
+                )
+            )
 
     def add_ledger(self, entry: LedgerEntry) -> None:
         """Plan one trigger-ledger row; the same message twice in a batch is a conflict."""
@@ -274,8 +298,8 @@ class _Planner:
             definition_id=state.definition_id,
             definition_version=state.definition_version,
             status=state.status,
-            variables=to_json_text(state.variables, f"instance {instance_id} variables"),
-            state=to_json_text(state.to_json(), f"instance {instance_id} state"),
+            variables=to_json_text(state.variables, lambda: f"instance {instance_id} variables"),
+            state=to_json_text(state.to_json(), lambda: f"instance {instance_id} state"),
             current_activity=state.current_activity,
             correlation_key=state.correlation_key,
             error=state.error,
@@ -289,8 +313,6 @@ class _Planner:
     def _add_command(self, instance_id: str, step: Step, command: object) -> None:
         """Plan the rows one command asks for."""
         match command:
-            case RecordHistory():
-                self._add_history(instance_id, step, command)
             case ScheduleTimer():
                 self._schedule_timer(instance_id, command)
             case CancelTimer():
@@ -301,22 +323,6 @@ class _Planner:
                 pass  # status and completed_at travel in the instance row
             case _:
                 raise StoreError(f"the store cannot perform command {command!r}")
-
-    def _add_history(self, instance_id: str, step: Step, command: RecordHistory) -> None:
-        """One history row with a fresh time-ordered event id."""
-        data = None
-        if command.data is not None:
-            data = to_json_text(command.data, f"history data of {command.event_type}")
-        at = command.at
-        text = self._times.get(at)
-        if text is None:
-            text = self._times[at] = require_aware(at, "history timestamp").isoformat(timespec="microseconds")
-        self.plan.history.append(
-            HistoryRow(
-                self._new_id(), instance_id, command.activity_id, command.event_type, text, data,
-                command.message, step.correlation_id, step.causation_id,
-            )
-        )
 
     def _schedule_timer(self, instance_id: str, command: ScheduleTimer) -> None:
         """A new timer row; the same id twice in one batch is a conflict."""
@@ -364,7 +370,7 @@ class _Planner:
             token_id=command.token_id,
             activity_id=command.activity_id,
             action=command.action,
-            config=to_json_text(command.config, f"config of action {key}"),
+            config=to_json_text(command.config, lambda: f"config of action {key}"),
             attempt=command.attempt,
         )
 
