@@ -1,7 +1,8 @@
 """The trigger consumer: batches from Kafka into the dispatcher, offsets committed after the database.
 
 Per batch: `consume(num_messages=...)`, one database transaction through the
-dispatcher, then a synchronous offset commit. Batches are pipelined: while one
+dispatcher, then an offset commit (not waited for; a synchronous one goes before
+partitions move or the consumer closes). Batches are pipelined: while one
 batch's transaction commits on a thread of its own, the next batch is worked through
 on top of what that transaction writes, so Python and PostgreSQL work at the same
 time. If a transaction fails, the batch built on it is thrown away and both are
@@ -110,6 +111,7 @@ class TriggerConsumer:
         self.assigned: list[TopicPartition] = []
         self.batches = 0
         self._in_flight: _InFlight | None = None
+        self._latest_offsets: dict[tuple[str, int], int] = {}  # committed without waiting
         self._committer: ThreadPoolExecutor | None = None
         # The fault-injection hook of the module docstring; read once, here, for tests only.
         self.crash_after_db_commit = os.environ.get(CRASH_AFTER_DB_COMMIT_ENV) == "1"
@@ -122,6 +124,7 @@ class TriggerConsumer:
     def _open(self) -> Consumer:
         config = self.settings.librdkafka()
         config["error_cb"] = self._error
+        config["on_commit"] = self._offsets_committed
         consumer = Consumer(config, logger=logging.getLogger("process_engine.librdkafka"))
         return consumer
 
@@ -145,14 +148,12 @@ class TriggerConsumer:
         self.assigned = []
         log.info("revoked %d partition(s)", len(partitions))
         flight, self._in_flight = self._in_flight, None
-        if flight is None:
-            return
-        try:  # commit its offsets while the partitions are still ours
-            result = flight.commit.result()
-        except StoreError as error:  # nothing of it was committed: the next owner gets it
-            log.warning("batch of %d message(s) not committed before a rebalance (%s); it will be redelivered", len(flight.messages), error)
-            return
-        self._committed(consumer, flight.messages, result)
+        if flight is not None:
+            try:  # commit its offsets while the partitions are still ours
+                self._committed(consumer, flight.messages, flight.commit.result())
+            except StoreError as error:  # nothing of it was committed: the next owner gets it
+                log.warning("batch of %d message(s) not committed before a rebalance (%s); it will be redelivered", len(flight.messages), error)
+        self._flush_offsets(consumer)
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; the batch in hand is committed before leaving the group."""
@@ -176,6 +177,7 @@ class TriggerConsumer:
         finally:
             try:
                 self._land(consumer, stop)
+                self._flush_offsets(consumer)
             finally:
                 self._committer.shutdown(wait=True)
                 consumer.close()  # leaves the group so partitions move at once
@@ -290,14 +292,36 @@ class TriggerConsumer:
         return arrived
 
     def _commit(self, consumer: Consumer, messages: list[Message]) -> None:
+        """Commit a batch's offsets without waiting for the broker's answer.
+
+        The database already has the batch and the trigger ledger makes a redelivery
+        harmless, so the consumer need not wait a round trip per batch; `_flush_offsets`
+        commits synchronously before partitions move or the consumer closes.
+        """
         last: dict[tuple[str, int], int] = {}
         for message in messages:
             key = (message.topic(), message.partition())
             last[key] = max(last.get(key, -1), message.offset())
         offsets = [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+        for offset in offsets:
+            self._latest_offsets[(offset.topic, offset.partition)] = offset.offset
         try:
-            consumer.commit(offsets=offsets, asynchronous=False)
+            consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as error:
+            log.warning("offset commit failed (%s); the messages will be redelivered and skipped", error)
+
+    def _flush_offsets(self, consumer: Consumer) -> None:
+        """Commit the latest offsets and wait for the broker: asynchronous ones may still be on their way."""
+        latest, self._latest_offsets = self._latest_offsets, {}
+        if not latest:
+            return
+        try:
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in latest.items()], asynchronous=False)
         except KafkaException as error:
             # After a rebalance the partition may be someone else's: the ledger makes
             # the redelivery harmless, so this is worth a warning, not a crash.
+            log.warning("offset commit failed (%s); the messages will be redelivered and skipped", error)
+
+    def _offsets_committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None:
             log.warning("offset commit failed (%s); the messages will be redelivered and skipped", error)
