@@ -189,6 +189,9 @@ class InstanceStore(Protocol):
     def seen_messages(self, coordinates: Sequence[MessageCoordinate]) -> set[MessageCoordinate]:
         """Which of these messages are already in the trigger ledger."""
 
+    def ledger_marks(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The highest offset in the trigger ledger per (topic, partition); absent if none."""
+
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest dead-lettered messages."""
 

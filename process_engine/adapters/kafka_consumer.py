@@ -112,6 +112,9 @@ class TriggerConsumer:
         self.batches = 0
         self._in_flight: _InFlight | None = None
         self._latest_offsets: dict[tuple[str, int], int] = {}  # committed without waiting
+        # The trigger ledger's highest offset per partition, read once per assignment:
+        # messages above it are new, and their batch skips the ledger lookup.
+        self._marks: dict[tuple[str, int], int] = {}
         self._committer: ThreadPoolExecutor | None = None
         # The fault-injection hook of the module docstring; read once, here, for tests only.
         self.crash_after_db_commit = os.environ.get(CRASH_AFTER_DB_COMMIT_ENV) == "1"
@@ -142,6 +145,7 @@ class TriggerConsumer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned = list(partitions)
+        self._marks = {}  # another consumer may have written to the ledger meanwhile
         log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -187,8 +191,9 @@ class TriggerConsumer:
         """Work through a batch while the one before commits, then hand it to the committer."""
         flight, self._in_flight = self._in_flight, None
         try:
+            incoming = [to_incoming(m) for m in messages]
             prepared: PreparedBatch | None = self.dispatcher.prepare_batch(
-                [to_incoming(m) for m in messages], flight.prepared if flight is not None else None
+                incoming, flight.prepared if flight is not None else None, self._ledger_marks(incoming)
             )
         except StoreError as error:  # a read failed: finish the batch before, then go carefully
             log.debug("preparing a batch failed (%s); handling it on its own", error)
@@ -201,6 +206,14 @@ class TriggerConsumer:
             self._settle(consumer, flight, landed, stop)  # offsets of the batch before, while this one commits
         if self._in_flight is None:  # not prepared, or built on a transaction that did not commit
             self._process(consumer, messages, stop)
+
+    def _ledger_marks(self, messages: list[IncomingMessage]) -> dict[tuple[str, int], int]:
+        """The ledger's marks for the partitions of a batch; read from the store the first time."""
+        unknown = {(m.coordinate.topic, m.coordinate.partition) for m in messages} - self._marks.keys()
+        if unknown:
+            found = self.dispatcher.ledger_marks(sorted(unknown))
+            self._marks.update({partition: found.get(partition, -1) for partition in unknown})
+        return self._marks
 
     def _land(self, consumer: Consumer, stop: threading.Event) -> None:
         """Wait for the batch in flight and commit its offsets (or redo it if it failed)."""

@@ -156,6 +156,16 @@ class MemoryInstanceStore:
             seen = {key[:3] for key in self._ledger}
         return {c for c in coordinates if (c.topic, c.partition, c.offset) in seen}
 
+    def ledger_marks(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The highest offset in the trigger ledger per (topic, partition); absent if none."""
+        wanted = set(partitions)
+        marks: dict[tuple[str, int], int] = {}
+        with self._lock:
+            for topic, partition, offset, _ in self._ledger:
+                if (topic, partition) in wanted and offset > marks.get((topic, partition), -1):
+                    marks[(topic, partition)] = offset
+        return marks
+
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest dead-lettered messages."""
         with self._lock:

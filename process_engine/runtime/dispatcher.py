@@ -164,10 +164,15 @@ class Dispatcher:
         result.steps = steps
         return result
 
-    def _batch_work(self, messages: Sequence[IncomingMessage]) -> Callable[[UnitOfWork], BatchResult]:
+    def _batch_work(
+        self, messages: Sequence[IncomingMessage], marks: Mapping[tuple[str, int], int] | None = None
+    ) -> Callable[[UnitOfWork], BatchResult]:
         def work(unit: UnitOfWork) -> BatchResult:
             result = BatchResult()
-            seen = self.store.seen_messages([m.coordinate for m in messages])
+            to_check = [m.coordinate for m in messages]
+            if marks is not None:  # above its partition's mark, a message cannot be in the ledger
+                to_check = [c for c in to_check if c.offset <= marks.get((c.topic, c.partition), -1)]
+            seen = self.store.seen_messages(to_check) if to_check else set()
             fresh: list[tuple[IncomingMessage, dict[str, Any]]] = []
             for message in messages:
                 if message.coordinate in seen:
@@ -185,19 +190,33 @@ class Dispatcher:
         return work
 
     # -- pipelined batches: the work of one overlaps the commit of the one before --
-    def prepare_batch(self, messages: Sequence[IncomingMessage], after: PreparedBatch | None = None) -> PreparedBatch:
+    def ledger_marks(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The trigger ledger's highest offset per (topic, partition), for `prepare_batch`."""
+        return self.store.ledger_marks(partitions)
+
+    def prepare_batch(
+        self,
+        messages: Sequence[IncomingMessage],
+        after: PreparedBatch | None = None,
+        marks: Mapping[tuple[str, int], int] | None = None,
+    ) -> PreparedBatch:
         """Do a batch's work without committing it.
 
         `after` is the batch before, prepared and maybe still committing: this one
         builds on the instances as that one leaves them. If `after` then fails to
         commit, this one must be thrown away and the messages handled again.
 
+        `marks` are the ledger's highest offsets per partition (`ledger_marks`), read
+        since the partitions were assigned: only messages at or below their
+        partition's mark (a partition without one has none) can be redeliveries, so
+        only those are looked up in the ledger, saving a round trip per batch.
+
         Raises:
             StoreError: a read failed; handle the messages with `handle_batch` instead.
         """
         began = time.perf_counter()
         unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions, after.unit if after else None)
-        result = self._batch_work(messages)(unit)
+        result = self._batch_work(messages, marks)(unit)
         unit.carried, unit.carried_keys = {}, {}  # read: let the batch before be collected
         unit.prepare()  # here, so the committer thread is left with little but waiting on IO
         return PreparedBatch(messages, unit, result, began)

@@ -334,6 +334,14 @@ def test_ledger_records_seen_messages_once(store: InstanceStore) -> None:
     assert len(store.find_instances(InstanceQuery())) == 1
 
 
+def test_ledger_marks_are_the_highest_offset_per_partition(store: InstanceStore) -> None:
+    entries = [LedgerEntry(MessageCoordinate("telemetry", p, o), "flow", None) for p, o in [(0, 5), (0, 12), (0, 9), (1, 3)]]
+    store.commit([], entries + [LedgerEntry(MessageCoordinate("other", 0, 99), "flow", None)])
+    marks = store.ledger_marks([("telemetry", 0), ("telemetry", 1), ("telemetry", 2)])
+    assert marks == {("telemetry", 0): 12, ("telemetry", 1): 3}  # partition 2 has none
+    assert store.ledger_marks([]) == {}
+
+
 def test_dead_letters_newest_first(store: InstanceStore) -> None:
     letters = [
         DeadLetter(MessageCoordinate("telemetry", 0, n), f"not JSON #{n}", b"\x00garbage", b"k")

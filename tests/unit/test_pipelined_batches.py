@@ -92,3 +92,20 @@ def test_a_refused_message_in_a_large_batch_is_found_by_halving_it(clock: Clock)
     assert result.dead_lettered == 1 and len(result.started) == 63
     assert len(store.find_instances(InstanceQuery(limit=100))) == 63
     assert len(commits) <= 1 + 2 * 6 + 1  # the whole, two halves per level (64 = 2**6), the dead letter
+
+
+def test_only_messages_at_or_below_the_ledger_mark_are_looked_up(clock: Clock) -> None:
+    store, dispatcher, _ = make([definition_from(CORRELATED.replace("MODE", "parallel"))], clock)
+    old = [level(20, "tank-1"), level(30, "tank-2")]
+    dispatcher.handle_batch(old)
+    marks = dispatcher.ledger_marks([("levels", 0)])
+    assert marks == {("levels", 0): old[-1].coordinate.offset}
+    looked_up = []
+    seen_messages = store.seen_messages
+    store.seen_messages = lambda coordinates: (looked_up.append(list(coordinates)), seen_messages(coordinates))[1]
+    new = [level(40, "tank-3")]
+    assert len(dispatcher.commit_prepared(dispatcher.prepare_batch(new, marks=marks)).started) == 1
+    assert looked_up == []  # above the mark: no round trip
+    redelivered = dispatcher.prepare_batch([*old, level(50, "tank-4")], marks=marks)
+    result = dispatcher.commit_prepared(redelivered)
+    assert looked_up == [[m.coordinate for m in old]] and result.duplicates == 2 and len(result.started) == 1

@@ -191,6 +191,14 @@ JOIN unnest(%(topic)b::text[], %(partition)b::int[], %(offset)b::bigint[])
     AS c(topic, partition, "offset")
   ON l.topic = c.topic AND l.partition = c.partition AND l."offset" = c."offset"
 
+-- name: ledger_marks
+-- One backward index scan per partition: the ledger's key starts with topic, partition, offset.
+SELECT c.topic, c.partition,
+       (SELECT l."offset" FROM trigger_ledger AS l
+        WHERE l.topic = c.topic AND l.partition = c.partition
+        ORDER BY l."offset" DESC LIMIT 1) AS "offset"
+FROM unnest(%(topic)s::text[], %(partition)s::int[]) AS c(topic, partition)
+
 -- name: dead_letters
 SELECT topic, partition, "offset", reason, payload, key, definition_id
 FROM dead_letters

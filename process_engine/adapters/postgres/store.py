@@ -189,6 +189,14 @@ class PostgresInstanceStore:
         rows = self._rows("checking the trigger ledger", "seen_messages", params)
         return {MessageCoordinate(row["topic"], row["partition"], row["offset"]) for row in rows}
 
+    def ledger_marks(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The highest offset in the trigger ledger per (topic, partition); absent if none."""
+        if not partitions:
+            return {}
+        params = {"topic": [p[0] for p in partitions], "partition": [p[1] for p in partitions]}
+        rows = self._rows("reading the trigger ledger's marks", "ledger_marks", params)
+        return {(row["topic"], row["partition"]): row["offset"] for row in rows if row["offset"] is not None}
+
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest dead-lettered messages."""
         rows = self._rows("reading dead letters", "dead_letters", {"limit": limit})
