@@ -19,7 +19,7 @@ from typing import Any
 from process_engine.adapters.logs import configure_logging
 from process_engine.app import Engine
 from process_engine.ports import Step
-from process_engine.service import collect_less
+from process_engine.service import tune_runtime
 from process_engine.settings import Settings
 
 PROGRESS_SECONDS = 0.2
@@ -110,7 +110,7 @@ def main() -> int:
     engine.step_listeners.append(recorder.steps)
     engine.build()
     engine.start()
-    collect_less()  # as `process-engine run` does
+    tune_runtime()  # as `process-engine run` does
     deadline = time.monotonic() + 60
     while not engine.consumer.assigned and time.monotonic() < deadline:
         time.sleep(0.05)
