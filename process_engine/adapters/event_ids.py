@@ -23,52 +23,46 @@ class EventIdGenerator:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last_ms = -1
-        self._head = ""
         self._counter = 0
+        self._head_of: tuple[int, int] = (-1, -1)  # (millisecond, counter >> 32) of `_head`
+        self._head = ""
 
     def new(self) -> str:
         """The next id, as a canonical UUID string."""
         with self._lock:
-            now_ms = time.time_ns() // 1_000_000
-            if now_ms > self._last_ms:
-                self._last_ms = now_ms
-                # Not os.urandom: a system call gives the GIL away, and at thousands of ids a
-                # second the thread then waits for it again. The module's generator is seeded
-                # from the OS and re-seeded in forked children.
-                self._counter = random.getrandbits(_COUNTER_BITS - 1)
-                self._head = _format(now_ms, self._counter)[:-8]
-            else:
-                self._counter += 1
-                if self._counter > _COUNTER_MAX:  # exhausted: borrow the next millisecond
-                    self._last_ms += 1
-                    self._counter = 0
-                    self._head = _format(self._last_ms, 0)[:-8]
-                elif not self._counter & _LOW_MASK:  # the low 32 bits wrapped: carry into the head
-                    self._head = _format(self._last_ms, self._counter)[:-8]
+            unix_ms, counter = self._reserve(1)
             # Only the last 8 hex digits change from one id to the next: formatting the
             # whole 128 bits each time cost more than the rest of a history row.
-            return f"{self._head}{self._counter & _LOW_MASK:08x}"
-
+            if (unix_ms, counter >> 32) != self._head_of:
+                self._head_of, self._head = (unix_ms, counter >> 32), _format(unix_ms, counter)[:-8]
+            return f"{self._head}{counter & _LOW_MASK:08x}"
 
     def take(self, count: int) -> list[str]:
         """`count` consecutive ids at once: one lock and one clock read for all of them."""
         with self._lock:
-            now_ms = time.time_ns() // 1_000_000
-            if now_ms > self._last_ms:
-                self._last_ms = now_ms
-                first = random.getrandbits(_COUNTER_BITS - 1)
-            else:
-                first = self._counter + 1
-            if first + count - 1 > _COUNTER_MAX:  # exhausted: borrow the next millisecond
-                self._last_ms += 1
-                first = 0
-            unix_ms, self._counter = self._last_ms, first + count - 1
-            self._head = _format(unix_ms, self._counter)[:-8]  # for `new`, which goes on from here
+            unix_ms, first = self._reserve(count)
         low = first & _LOW_MASK
         if low + count <= _LOW_MASK + 1:  # no carry out of the last 8 digits
             head = _format(unix_ms, first)[:-8]
             return [f"{head}{n:08x}" for n in range(low, low + count)]
         return [_format(unix_ms, n) for n in range(first, first + count)]
+
+    def _reserve(self, count: int) -> tuple[int, int]:
+        """The millisecond and first counter of `count` ids no other call gets (hold the lock)."""
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms > self._last_ms:
+            self._last_ms = now_ms
+            # Not os.urandom: a system call gives the GIL away, and at thousands of ids a
+            # second the thread then waits for it again. The module's generator is seeded
+            # from the OS and re-seeded in forked children.
+            first = random.getrandbits(_COUNTER_BITS - 1)
+        else:
+            first = self._counter + 1
+        if first + count - 1 > _COUNTER_MAX:  # exhausted: borrow the next millisecond
+            self._last_ms += 1
+            first = 0
+        self._counter = first + count - 1
+        return self._last_ms, first
 
 
 def id_source(largest_chunk: int = 256) -> Callable[[], str]:

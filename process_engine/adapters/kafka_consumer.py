@@ -321,20 +321,22 @@ class TriggerConsumer:
         try:
             consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as error:
-            log.warning("offset commit failed (%s); the messages will be redelivered and skipped", error)
+            self._offsets_committed(error.args[0], offsets)
 
     def _flush_offsets(self, consumer: Consumer) -> None:
         """Commit the latest offsets and wait for the broker: asynchronous ones may still be on their way."""
         latest, self._latest_offsets = self._latest_offsets, {}
         if not latest:
             return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in latest.items()]
         try:
-            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in latest.items()], asynchronous=False)
+            consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as error:
-            # After a rebalance the partition may be someone else's: the ledger makes
-            # the redelivery harmless, so this is worth a warning, not a crash.
-            log.warning("offset commit failed (%s); the messages will be redelivered and skipped", error)
+            self._offsets_committed(error.args[0], offsets)
 
     def _offsets_committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's `on_commit` callback, and where a failed commit call reports too."""
         if error is not None:
+            # After a rebalance the partition may be someone else's: the ledger makes
+            # the redelivery harmless, so this is worth a warning, not a crash.
             log.warning("offset commit failed (%s); the messages will be redelivered and skipped", error)

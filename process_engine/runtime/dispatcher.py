@@ -212,12 +212,12 @@ class Dispatcher:
         only those are looked up in the ledger, saving a round trip per batch.
 
         Raises:
-            StoreError: a read failed; handle the messages with `handle_batch` instead.
+            StoreError: a read failed, or the store refuses a value; handle the messages
+                with `handle_batch` instead.
         """
         began = time.perf_counter()
         unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions, after.unit if after else None)
         result = self._batch_work(messages, marks)(unit)
-        unit.carried, unit.carried_keys = {}, {}  # read: let the batch before be collected
         unit.prepare()  # here, so the committer thread is left with little but waiting on IO
         return PreparedBatch(messages, unit, result, began)
 

@@ -191,20 +191,21 @@ class UnitOfWork:
     def prepare(self) -> None:
         """Check and shape the commit now (CPU only), so `commit` is left with the IO.
 
+        Reading ends here: what was carried from the unit before is let go.
+
         Raises:
             StoreError: a value the store cannot hold; nothing was written.
         """
+        self.carried, self.carried_keys = {}, {}
         steps = self.steps()
         self._prepared = (steps, self.store.prepare_commit(steps, self.ledger, self.dead_letters))
 
     def commit(self) -> list[Step]:
-        """Write everything in one transaction; returns the steps written."""
-        if self._prepared is not None:
-            steps, prepared = self._prepared
-            if steps or self.ledger or self.dead_letters:
-                self.store.commit_prepared(prepared)
-            return steps
-        steps = self.steps()
+        """Write everything in one transaction (preparing it first if need be); returns the steps written."""
+        if self._prepared is None:
+            self.prepare()
+        assert self._prepared is not None
+        steps, prepared = self._prepared
         if steps or self.ledger or self.dead_letters:
-            self.store.commit(steps, self.ledger, self.dead_letters)
+            self.store.commit_prepared(prepared)
         return steps

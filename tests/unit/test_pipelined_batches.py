@@ -84,8 +84,8 @@ def test_a_value_the_store_refuses_is_found_while_preparing(clock: Clock) -> Non
 def test_a_refused_message_in_a_large_batch_is_found_by_halving_it(clock: Clock) -> None:
     store, dispatcher, _ = make([definition_from(CORRELATED.replace("MODE", "parallel"))], clock)
     commits = []
-    commit = store.commit
-    store.commit = lambda *args, **kwargs: (commits.append(1), commit(*args, **kwargs))[1]  # count transactions
+    prepare = store.prepare_commit
+    store.prepare_commit = lambda *args, **kwargs: (commits.append(1), prepare(*args, **kwargs))[1]  # count transactions
     batch = [level(20, f"tank-{n}") for n in range(64)]
     batch[37] = level(20, "tank\x00x")
     result = dispatcher.handle_batch(batch)
