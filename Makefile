@@ -16,7 +16,7 @@ dev: $(STAMP)
 	$(BIN)/process-engine dev
 
 test: $(STAMP)
-	$(BIN)/lint-imports --config pyproject.toml
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
@@ -24,7 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/lint-imports --config pyproject.toml
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info

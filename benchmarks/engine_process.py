@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from process_engine.adapters.logs import configure_logging
+from process_engine.adapters.observability.logs import configure_logging
 from process_engine.app import Engine
 from process_engine.ports import Step
 from process_engine.service import tune_runtime

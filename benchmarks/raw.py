@@ -15,17 +15,17 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from process_engine.adapters.kafka_consumer import ConsumerSettings
-from process_engine.adapters.memory_store import MemoryInstanceStore
-from process_engine.adapters.commit_plan import CommitPlan, plan_commit
-from process_engine.adapters.postgres.store import PostgresInstanceStore
-from process_engine.adapters.yaml_loader import load_file
-from process_engine.app import INLINE_ACTIONS, definition_extensions, inline_runner
+from benchmarks.workload import telemetry
 from process_engine.adapters.actions import builtin_registry
+from process_engine.adapters.definitions.yaml_loader import load_file
+from process_engine.adapters.kafka.consumer import ConsumerSettings
+from process_engine.adapters.memory.store import MemoryInstanceStore
+from process_engine.adapters.postgres.store import PostgresInstanceStore
+from process_engine.app import INLINE_ACTIONS, definition_extensions, inline_runner
 from process_engine.ports import IncomingMessage, MessageCoordinate
+from process_engine.runtime.commit_plan import CommitPlan, plan_commit
 from process_engine.runtime.dispatcher import Dispatcher
 from process_engine.runtime.registry import DefinitionRegistry
-from benchmarks.workload import telemetry
 
 
 def register(database_url: str, definition_file: Path) -> None:

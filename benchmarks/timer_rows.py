@@ -13,11 +13,11 @@ from pathlib import Path
 
 import psycopg
 
-from process_engine.adapters.commit_plan import to_json_text
-from process_engine.adapters.yaml_loader import load_file
+from process_engine.adapters.definitions.yaml_loader import load_file
 from process_engine.app import definition_extensions
 from process_engine.engine import Start, advance
 from process_engine.engine.commands import ScheduleTimer
+from process_engine.runtime.commit_plan import to_json_text
 
 INSTANCE_COPY = (
     "COPY process_instances (id, definition_id, definition_version, status, variables, state,"

@@ -15,23 +15,24 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from process_engine.adapters.actions import ActionContext, ActionRegistry, builtin_registry
-from process_engine.adapters.definition_folder import DefinitionFolder
-from process_engine.adapters.event_ids import new_event_id
-from process_engine.adapters.kafka_consumer import ConsumerSettings, TriggerConsumer
-from process_engine.adapters.kafka_producer import KafkaPublisher, kafka_config
-from process_engine.adapters.metrics import ConsumerLagSampler, EngineMetrics
-from process_engine.adapters.mqtt import MqttPublisher, MqttSettings
-from process_engine.adapters.outbox import OutboxWorker
+from process_engine.adapters.actions.outbox import OutboxWorker
+from process_engine.adapters.definitions.folder import DefinitionFolder
+from process_engine.adapters.kafka.consumer import ConsumerSettings, TriggerConsumer
+from process_engine.adapters.kafka.lag import ConsumerLagSampler
+from process_engine.adapters.kafka.producer import KafkaPublisher, kafka_config
+from process_engine.adapters.mqtt.publisher import MqttPublisher, MqttSettings
+from process_engine.adapters.observability.metrics import EngineMetrics
 from process_engine.adapters.postgres.migrations import migrate
-from process_engine.adapters.postgres.timescale import configure_history
 from process_engine.adapters.postgres.store import PostgresInstanceStore
-from process_engine.adapters.timers import TimerService
-from process_engine.domain.building import Extensions
+from process_engine.adapters.postgres.timescale import configure_history
+from process_engine.adapters.scheduler.timers import TimerService
 from process_engine.domain.errors import ConfigError, ProcessEngineError
+from process_engine.domain.extensions import Extensions
 from process_engine.domain.instance import InstanceState
 from process_engine.engine import RunAction
 from process_engine.ports import IncomingMessage, Step
 from process_engine.runtime.dispatcher import BatchResult, Dispatcher, PreparedBatch, utc_now
+from process_engine.runtime.event_ids import new_event_id
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.settings import DEFAULT_NOTIFY_TARGET, Settings
 

@@ -13,7 +13,7 @@ from process_engine import __version__
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from process_engine.adapters.yaml_loader import definition_files, load_paths
+    from process_engine.adapters.definitions.yaml_loader import definition_files, load_paths
     from process_engine.app import definition_extensions
 
     paths = [Path(p) for p in (args.paths or ["processes/"])]
@@ -38,7 +38,7 @@ def _settings():
 
 
 def _run(args: argparse.Namespace) -> int:
-    from process_engine.adapters.logs import configure_logging
+    from process_engine.adapters.observability.logs import configure_logging
     from process_engine.service import run_service
 
     settings = _settings()

@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from process_engine.adapters.http_api import create_app
-from process_engine.adapters.http_server import HttpServer
 from process_engine.adapters.actions import builtin_registry
+from process_engine.adapters.http.api import create_app
+from process_engine.adapters.http.server import HttpServer
 from process_engine.app import INLINE_ACTIONS, Engine, definition_extensions, inline_runner
 from process_engine.domain.instance import InstanceState
 from process_engine.settings import Settings
@@ -85,7 +85,7 @@ def start_by_hand(settings: Settings, definition_id: str, variables: Mapping[str
     Raises:
         KeyError: the definition is not in PROCESS_DEFINITIONS_PATH.
     """
-    from process_engine.adapters.definition_folder import DefinitionFolder
+    from process_engine.adapters.definitions.folder import DefinitionFolder
     from process_engine.adapters.postgres.migrations import migrate
     from process_engine.adapters.postgres.store import PostgresInstanceStore
     from process_engine.runtime.dispatcher import Dispatcher

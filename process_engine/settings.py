@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from process_engine.adapters.mqtt import MqttSettings
+from process_engine.adapters.mqtt.publisher import MqttSettings
 from process_engine.domain.errors import ConfigError
 
 # Channels that are not configured publish here, so a definition's `channel: alert`

@@ -133,7 +133,7 @@ def _prepare(stack: DevStack, fast_timers: bool, http_addr: str | None) -> None:
 
 
 def _run_engine(stack: DevStack) -> int:
-    from process_engine.adapters.logs import configure_logging
+    from process_engine.adapters.observability.logs import configure_logging
     from process_engine.service import run_service
     from process_engine.settings import Settings
 
@@ -211,7 +211,7 @@ def _stop_servers(stack: DevStack, keep: bool) -> None:
 
 def trigger_topics(paths: Iterable[Path]) -> list[str]:
     """The Kafka trigger topics of the definitions that load."""
-    from process_engine.adapters.yaml_loader import load_paths
+    from process_engine.adapters.definitions.yaml_loader import load_paths
     from process_engine.app import definition_extensions
 
     result = load_paths(paths, definition_extensions())

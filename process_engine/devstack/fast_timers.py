@@ -17,7 +17,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from process_engine.adapters.yaml_loader import definition_files
+from process_engine.adapters.definitions.yaml_loader import definition_files
 from process_engine.domain.durations import parse_duration
 
 FACTOR = 10

@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import Any, Protocol
 
 from process_engine.domain.definition import RetryPolicy
-
-if TYPE_CHECKING:
-    from process_engine.domain.building import _Builder
+from process_engine.domain.expressions import Expression
+from process_engine.domain.extensions import Extensions
+from process_engine.domain.templates import Template
 
 Path = tuple[Any, ...]
-Reader = Callable[["_Builder", Mapping[str, Any], Path, str], dict[str, Any]]
+
+
+class FieldBuilder(Protocol):
+    """What a reader needs of the builder: compile pieces, record problems."""
+
+    extensions: Extensions
+
+    def fail(self, path: Path, reason: str) -> None:
+        """Record a problem at `path`."""
+
+    def expression(self, path: Path, text: Any) -> Expression | None:
+        """Compile an expression, or record why not."""
+
+    def duration(self, path: Path, text: Any) -> timedelta | None:
+        """Parse a duration, or record why not."""
+
+    def template(self, path: Path, value: Any) -> Template | None:
+        """Compile a config template, or record why not."""
+
+    def text(self, mapping: Mapping[str, Any], key: str, path: Path, required: bool = True) -> str | None:
+        """A string field, or record why not."""
+
+
+Reader = Callable[[FieldBuilder, Mapping[str, Any], Path, str], dict[str, Any]]
 
 COMMON_KEYS = frozenset({"id", "type", "next", "name", "description"})
 ALLOWED_KEYS: dict[str, frozenset[str]] = {
@@ -27,7 +51,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
 }
 
 
-def _unknown_keys(builder: _Builder, item: Mapping[str, Any], path: Path, kind: str) -> None:
+def _unknown_keys(builder: FieldBuilder, item: Mapping[str, Any], path: Path, kind: str) -> None:
     allowed = COMMON_KEYS | ALLOWED_KEYS[kind]
     for key in item:
         if key not in allowed:
@@ -35,14 +59,14 @@ def _unknown_keys(builder: _Builder, item: Mapping[str, Any], path: Path, kind: 
 
 
 def _plain(kind: str) -> Reader:
-    def read(builder: _Builder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
+    def read(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
         _unknown_keys(builder, item, path, kind)
         return {}
 
     return read
 
 
-def _decision(builder: _Builder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
+def _decision(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
     _unknown_keys(builder, item, path, "decision")
     condition = item.get("condition")
     if condition is None:
@@ -54,7 +78,7 @@ def _decision(builder: _Builder, item: Mapping[str, Any], path: Path, activity_i
     }
 
 
-def _service(builder: _Builder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
+def _service(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
     _unknown_keys(builder, item, path, "service")
     action = builder.text(item, "action", path)
     config = item.get("config") or {}
@@ -77,7 +101,7 @@ def _service(builder: _Builder, item: Mapping[str, Any], path: Path, activity_id
     }
 
 
-def _retry(builder: _Builder, raw: Any, path: Path) -> RetryPolicy:
+def _retry(builder: FieldBuilder, raw: Any, path: Path) -> RetryPolicy:
     if raw is None:
         return RetryPolicy()
     if not isinstance(raw, Mapping):
@@ -110,7 +134,7 @@ def _retry(builder: _Builder, raw: Any, path: Path) -> RetryPolicy:
     )
 
 
-def _timer(builder: _Builder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
+def _timer(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
     _unknown_keys(builder, item, path, "timer")
     has_duration, has_until = "duration" in item, "until" in item
     if has_duration == has_until:
@@ -121,7 +145,7 @@ def _timer(builder: _Builder, item: Mapping[str, Any], path: Path, activity_id: 
     return {"until": builder.expression(path + ("until",), item["until"])}
 
 
-def _wait(builder: _Builder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
+def _wait(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
     _unknown_keys(builder, item, path, "wait")
     condition = item.get("condition")
     if condition is None:
@@ -137,7 +161,7 @@ def _wait(builder: _Builder, item: Mapping[str, Any], path: Path, activity_id: s
     }
 
 
-def _set(builder: _Builder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
+def _set(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
     _unknown_keys(builder, item, path, "set")
     raw = item.get("set")
     if not isinstance(raw, Mapping) or not raw:
@@ -156,7 +180,7 @@ def _set(builder: _Builder, item: Mapping[str, Any], path: Path, activity_id: st
     return {"assignments": tuple(assignments)}
 
 
-def _parallel(builder: _Builder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
+def _parallel(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
     _unknown_keys(builder, item, path, "parallel")
     branches = item.get("branches")
     if not isinstance(branches, list) or len(branches) < 2 or not all(isinstance(b, str) for b in branches):

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +25,7 @@ from process_engine.domain.definition import (
 from process_engine.domain.durations import parse_duration
 from process_engine.domain.errors import DefinitionError, DefinitionErrors, ExpressionError
 from process_engine.domain.expressions import Expression, compile_expression
+from process_engine.domain.extensions import Extensions
 from process_engine.domain.graph import check_graph
 from process_engine.domain.jsonpaths import JsonPath, compile_jsonpath
 from process_engine.domain.templates import Template, compile_template
@@ -34,17 +34,6 @@ BUILT_IN_TYPES = frozenset(
     {"start", "end", "decision", "service", "timer", "wait", "set", "parallel", "join"}
 )
 Path = tuple[Any, ...]
-
-
-@dataclass
-class Extensions:
-    """What plugs in from outside: action names (with config checks) and custom activity types."""
-
-    actions: Mapping[str, Callable[[Mapping[str, Any]], list[str]] | None] = field(
-        default_factory=dict
-    )
-    activity_types: Mapping[str, Any] = field(default_factory=dict)
-    check_actions: bool = True
 
 
 class _Builder:

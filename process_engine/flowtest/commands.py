@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from process_engine.adapters.yaml_loader import TEST_SUFFIX, LoadResult, load_paths
+from process_engine.adapters.definitions.yaml_loader import TEST_SUFFIX, LoadResult, load_paths
 from process_engine.app import definition_extensions
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import DefinitionErrors

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from process_engine.adapters.memory_store import MemoryInstanceStore
+from process_engine.adapters.memory.store import MemoryInstanceStore
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import DefinitionError, ProcessEngineError
 from process_engine.domain.instance import InstanceState

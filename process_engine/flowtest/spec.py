@@ -64,7 +64,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from process_engine.adapters.yaml_loader import parse_yaml
+from process_engine.adapters.definitions.yaml_loader import parse_yaml
 from process_engine.domain.durations import parse_duration
 from process_engine.domain.errors import DefinitionError, DefinitionErrors
 from process_engine.domain.instance import STATUSES

@@ -1,328 +1,47 @@
-"""The dispatcher: messages, timers, action outcomes and API calls in; committed steps out."""
+"""The dispatcher: messages, timers, action outcomes and API calls in; committed steps out.
+
+The message half lives in `messages.py`; this module adds timers, action outcomes and
+the calls of the API and the scheduler.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
-import orjson
-
-from process_engine.domain.definition import ProcessDefinition
-from process_engine.domain.errors import ConcurrencyConflict, ExpressionError, StoreError, StoreUnavailable
+from process_engine.domain.errors import ConcurrencyConflict, StoreError, StoreUnavailable
 from process_engine.domain.instance import InstanceState
-from process_engine.engine import ActionFailed, ActionSucceeded, Cancel, Start, TimerFired, VariablesRefreshed
-from process_engine.engine.commands import InstanceCompleted, InstanceFailed, RecordHistory
+from process_engine.engine import ActionFailed, ActionSucceeded, Start, TimerFired
 from process_engine.engine.events import Event
-from process_engine.engine.triggers import correlation_key, is_queued, match, plan
-from process_engine.engine.walker import new_instance
 from process_engine.ports import (
-    DeadLetter,
     DueTimer,
-    IncomingMessage,
-    InstanceStore,
     LedgerEntry,
     MessageCoordinate,
     PendingAction,
     Step,
 )
-from process_engine.runtime.registry import DefinitionRegistry
-from process_engine.runtime.retry import ConflictRetry
-from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
+from process_engine.runtime.messages import (
+    SCHEDULE_TOPIC,
+    BatchResult,
+    MessageDispatcher,
+    PreparedBatch,
+    utc_now,
+)
+from process_engine.runtime.unit_of_work import UnitOfWork
 
 log = logging.getLogger("process_engine.dispatcher")
-MAX_DEAD_LETTER_BYTES = 64 * 1024
-SCHEDULE_TOPIC = "schedule:{}"  # the trigger ledger's topic for cron ticks
 
 
-def utc_now() -> datetime:
-    """The real clock; tests inject their own."""
-    return datetime.now(timezone.utc)
-
-
-@dataclass
-class BatchResult:
-    """What one batch of messages did."""
-
-    started: list[str] = field(default_factory=list)
-    refreshed: int = 0
-    dead_lettered: int = 0
-    duplicates: int = 0
-    steps: list[Step] = field(default_factory=list)
-
-
-@dataclass
-class PreparedBatch:
-    """A batch of messages worked through but not yet committed."""
-
-    messages: Sequence[IncomingMessage]
-    unit: UnitOfWork
-    result: BatchResult
-    began: float = field(default_factory=time.perf_counter)
-
-
-class Dispatcher:
+class Dispatcher(MessageDispatcher):
     """Applies events to instances through the walker and commits each batch atomically.
 
     Thread-safe by construction: it keeps no state between calls; concurrent writers
     meet in the store's optimistic concurrency and are retried here.
     """
 
-    def __init__(
-        self,
-        store: InstanceStore,
-        registry: DefinitionRegistry,
-        clock: Callable[[], datetime] = utc_now,
-        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
-        inline_actions: Mapping[str, InlineAction] | None = None,
-        retry: ConflictRetry = ConflictRetry(),
-        on_steps: Callable[[list[Step]], None] | None = None,
-    ):
-        self.store = store
-        self.registry = registry
-        self.clock = clock
-        self.new_id = new_id
-        self.inline_actions = dict(inline_actions or {})
-        self.retry = retry
-        self.on_steps = on_steps
-
-    # -- the unit-of-work loop ------------------------------------------------
-    def _run(self, work: Callable[[UnitOfWork], Any]) -> tuple[Any, list[Step]]:
-        """Run `work` in a fresh unit of work and commit; on a conflict, re-read and redo."""
-        for attempt in range(1, self.retry.max_attempts + 1):
-            unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions)
-            result = work(unit)
-            try:
-                steps = unit.commit()
-            except ConcurrencyConflict:
-                if attempt == self.retry.max_attempts:
-                    raise
-                time.sleep(self.retry.delay(attempt))
-                continue
-            if self.on_steps is not None and steps:
-                self.on_steps(steps)
-            return result, steps
-        raise AssertionError("unreachable")
-
-    # -- messages ---------------------------------------------------------------
-    def handle_batch(self, messages: Sequence[IncomingMessage]) -> BatchResult:
-        """Process a batch of trigger-topic messages in one transaction.
-
-        A message the database refuses (a NUL character in text, a number too big
-        for JSON) would fail every retry of its batch and stop the consumer: when a
-        batch fails that way, it is split in halves, each committed on its own, until
-        the refused message is alone and dead-lettered. (One at a time would cost a
-        transaction per message of a large batch.)
-
-        Raises:
-            StoreUnavailable: the database is down; nothing was committed.
-        """
-        return self._handle_or_split(messages, split=False)
-
-    def _handle_or_split(self, messages: Sequence[IncomingMessage], split: bool) -> BatchResult:
-        try:
-            return self._handle_batch(messages)
-        except (StoreUnavailable, ConcurrencyConflict):
-            raise
-        except StoreError as error:
-            if len(messages) == 1:
-                return self._refused(messages[0], error)
-            if not split:
-                log.warning("a batch of %d message(s) failed to commit (%s); retrying it in halves", len(messages), error)
-        middle = len(messages) // 2
-        result = BatchResult()
-        for half in (messages[:middle], messages[middle:]):  # in order: a key's messages stay in sequence
-            part = self._handle_or_split(half, split=True)
-            result.started += part.started
-            result.refreshed += part.refreshed
-            result.dead_lettered += part.dead_lettered
-            result.duplicates += part.duplicates
-            result.steps += part.steps
-        return result
-
-    def _refused(self, message: IncomingMessage, error: StoreError) -> BatchResult:
-        """Dead-letter one message whose outcome the database refused to store.
-
-        An error that is not about the message (permissions, a missing table) fails
-        this write too, and so still stops the consumer loudly.
-        """
-        reason = f"cannot be stored: {error}".replace("\x00", "\\x00")
-
-        def work(unit: UnitOfWork) -> BatchResult:
-            result = BatchResult()
-            self._dead_letter(unit, message, reason, result)
-            return result
-
-        return self._run(work)[0]
-
-    def _handle_batch(self, messages: Sequence[IncomingMessage]) -> BatchResult:
-        result, steps = self._run(self._batch_work(messages))
-        result.steps = steps
-        return result
-
-    def _batch_work(
-        self, messages: Sequence[IncomingMessage], marks: Mapping[tuple[str, int], int] | None = None
-    ) -> Callable[[UnitOfWork], BatchResult]:
-        def work(unit: UnitOfWork) -> BatchResult:
-            result = BatchResult()
-            to_check = [m.coordinate for m in messages]
-            if marks is not None:  # above its partition's mark, a message cannot be in the ledger
-                to_check = [c for c in to_check if c.offset <= marks.get((c.topic, c.partition), -1)]
-            seen = self.store.seen_messages(to_check) if to_check else set()
-            fresh: list[tuple[IncomingMessage, dict[str, Any]]] = []
-            for message in messages:
-                if message.coordinate in seen:
-                    result.duplicates += 1
-                    continue
-                document = self._decode(unit, message, result)
-                if document is not None:
-                    fresh.append((message, document))
-            unit.prefetch_active(self._keys(fresh))  # one query instead of one per message
-            for message, document in fresh:
-                self._message(unit, message, document, result)
-            self._start_queued(unit)
-            return result
-
-        return work
-
-    # -- pipelined batches: the work of one overlaps the commit of the one before --
-    def ledger_marks(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """The trigger ledger's highest offset per (topic, partition), for `prepare_batch`."""
-        return self.store.ledger_marks(partitions)
-
-    def prepare_batch(
-        self,
-        messages: Sequence[IncomingMessage],
-        after: PreparedBatch | None = None,
-        marks: Mapping[tuple[str, int], int] | None = None,
-    ) -> PreparedBatch:
-        """Do a batch's work without committing it.
-
-        `after` is the batch before, prepared and maybe still committing: this one
-        builds on the instances as that one leaves them. If `after` then fails to
-        commit, this one must be thrown away and the messages handled again.
-
-        `marks` are the ledger's highest offsets per partition (`ledger_marks`), read
-        since the partitions were assigned: only messages at or below their
-        partition's mark (a partition without one has none) can be redeliveries, so
-        only those are looked up in the ledger, saving a round trip per batch.
-
-        Raises:
-            StoreError: a read failed, or the store refuses a value; handle the messages
-                with `handle_batch` instead.
-        """
-        began = time.perf_counter()
-        unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions, after.unit if after else None)
-        result = self._batch_work(messages, marks)(unit)
-        unit.prepare()  # here, so the committer thread is left with little but waiting on IO
-        return PreparedBatch(messages, unit, result, began)
-
-    def commit_prepared(self, prepared: PreparedBatch) -> BatchResult:
-        """Commit a prepared batch (any thread), then tell the step listeners.
-
-        Raises:
-            StoreError: nothing was committed; handle the messages with `handle_batch`.
-        """
-        steps = prepared.unit.commit()
-        if self.on_steps is not None and steps:
-            self.on_steps(steps)
-        prepared.result.steps = steps
-        return prepared.result
-
-    def _keys(self, fresh: list[tuple[IncomingMessage, dict[str, Any]]]) -> set[tuple[str, str]]:
-        """The (definition, correlation key) pairs a batch of decoded messages will look up."""
-        keys: set[tuple[str, str]] = set()
-        by_topic: dict[str, list[ProcessDefinition]] = {}
-        for message, document in fresh:
-            topic = message.coordinate.topic
-            if topic not in by_topic:
-                by_topic[topic] = self.registry.for_topic(topic)
-            for definition in by_topic[topic]:
-                key = correlation_key(definition, document)
-                if key is not None:
-                    keys.add((definition.id, key))
-        return keys
-
-    def _message(self, unit: UnitOfWork, message: IncomingMessage, document: dict[str, Any], result: BatchResult) -> None:
-        for definition in self.registry.for_topic(message.coordinate.topic):
-            try:
-                self._trigger(unit, definition, message, document, result)
-            except ExpressionError as error:
-                self._dead_letter(unit, message, f"trigger of {definition.id}: {error}", result, definition.id)
-
-    def _decode(self, unit: UnitOfWork, message: IncomingMessage, result: BatchResult) -> dict[str, Any] | None:
-        if message.value is None:
-            self._dead_letter(unit, message, "empty message (no value)", result)
-            return None
-        try:
-            document = orjson.loads(message.value)  # refuses NaN and 1e999, which jsonb cannot hold
-        except (ValueError, UnicodeDecodeError) as error:
-            self._dead_letter(unit, message, f"not JSON: {error}", result)
-            return None
-        if not isinstance(document, dict):
-            self._dead_letter(unit, message, f"wrong shape: expected a JSON object, got {type(document).__name__}", result)
-            return None
-        return document
-
-    def _dead_letter(self, unit: UnitOfWork, message: IncomingMessage, reason: str, result: BatchResult, definition_id: str | None = None) -> None:
-        value = message.value[:MAX_DEAD_LETTER_BYTES] if message.value is not None else None
-        unit.dead_letters.append(DeadLetter(message.coordinate, reason, value, message.key, definition_id))
-        result.dead_lettered += 1
-        c = message.coordinate
-        log.warning("dead-lettered message %s/%s@%s: %s", c.topic, c.partition, c.offset, reason, extra={"topic": c.topic, "partition": c.partition, "offset": c.offset, "definition_id": definition_id})
-
-    def _trigger(self, unit: UnitOfWork, definition: ProcessDefinition, message: IncomingMessage, document: dict[str, Any], result: BatchResult) -> None:
-        found = match(definition, document)
-        active = unit.active_by_key(definition.id, found.correlation_key) if found.correlation_key is not None else []
-        decided = plan(definition, found, active)
-        cause = f"{message.coordinate.topic}:{message.coordinate.partition}:{message.coordinate.offset}"
-        for instance_id in decided.cancel:
-            instance = unit.load(instance_id)
-            unit.apply(unit.definition_of(instance), instance, Cancel("restarted by a newer message"), cause)
-        for instance_id in decided.refresh:
-            instance = unit.load(instance_id)
-            unit.apply(unit.definition_of(instance), instance, VariablesRefreshed(found.variables, found.missing), cause)
-            result.refreshed += 1
-        if not (decided.start or decided.queue):
-            return
-        instance_id = self.new_id()
-        start = Start(instance_id, found.variables, document, found.correlation_key, found.missing)
-        if decided.queue:
-            self._queue(unit, definition, start, cause)
-        else:
-            unit.apply(definition, None, start, cause)
-            result.started.append(instance_id)
-        unit.ledger.append(LedgerEntry(message.coordinate, definition.id, instance_id))
-
-    def _queue(self, unit: UnitOfWork, definition: ProcessDefinition, start: Start, cause: str) -> None:
-        """Create the instance now (so the message is not lost) and start it when its turn comes."""
-        instance = new_instance(definition, start, unit.now)
-        note = RecordHistory(None, "queued", unit.now, {"variables": instance.variables}, "waiting for the active instance with the same key")
-        unit.add_new(instance, [note], cause)
-
-    def _start_queued(self, unit: UnitOfWork) -> None:
-        """When an instance with a key finished in this unit, start the next queued one."""
-        for instance_id in list(unit.commands):
-            instance = unit.instances[instance_id]
-            if instance.correlation_key is None or instance.status == "running":
-                continue
-            definition = unit.definition_of(instance)
-            if definition.trigger.mode != "queued":
-                continue
-            if not any(isinstance(c, (InstanceCompleted, InstanceFailed)) for c in unit.commands[instance_id]):
-                continue
-            active = unit.active_by_key(instance.definition_id, instance.correlation_key)
-            waiting = [i for i in active if is_queued(i)]
-            if waiting and len(waiting) == len(active):
-                head = min(waiting, key=lambda i: (i.started_at, i.id))
-                start = Start(head.id, head.variables, None, head.correlation_key)
-                unit.apply(definition, head, start, f"queue:{instance.id}")
-
-    # -- timers, actions, API ---------------------------------------------------
     def fire_timers(self, timers: Sequence[DueTimer]) -> list[Step]:
         """Fire claimed timers; each one is used up exactly once (a timer already used is skipped).
 
@@ -483,3 +202,6 @@ def _storable(outcome: ActionSucceeded | ActionFailed, error: StoreError) -> Act
     if isinstance(outcome, ActionSucceeded):
         return replace(outcome, result=f"(result not stored: {error})".replace("\x00", "\\x00"))
     return replace(outcome, error=outcome.error.replace("\x00", "\\x00"))
+
+
+__all__ = ["BatchResult", "Dispatcher", "PreparedBatch", "utc_now"]

@@ -6,8 +6,9 @@ import threading
 from collections.abc import Iterable
 from dataclasses import replace
 
-from process_engine.domain.building import Extensions, build_definition
+from process_engine.domain.building import build_definition
 from process_engine.domain.definition import ProcessDefinition
+from process_engine.domain.extensions import Extensions
 from process_engine.ports import InstanceStore, StoredDefinition
 
 

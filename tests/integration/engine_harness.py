@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
-from process_engine.adapters.definition_folder import DefinitionFolder
+from process_engine.adapters.definitions.folder import DefinitionFolder
 from process_engine.adapters.postgres.store import PostgresInstanceStore
 from process_engine.app import Engine, definition_extensions
 from process_engine.runtime.dispatcher import Dispatcher

@@ -16,9 +16,9 @@ from process_engine.adapters.actions import (
     ActionRegistry,
     builtin_registry,
 )
-from process_engine.adapters.circuit_breaker import BreakerBoard, CircuitOpenError
-from process_engine.adapters.kafka_producer import KafkaPublisher
-from process_engine.adapters.mqtt import MqttPublisher, MqttSettings
+from process_engine.adapters.actions.circuit_breaker import BreakerBoard, CircuitOpenError
+from process_engine.adapters.kafka.producer import KafkaPublisher
+from process_engine.adapters.mqtt.publisher import MqttPublisher, MqttSettings
 from process_engine.domain.errors import ActionError, ConfigError
 from tests.fixtures.http import http_server as serve_http
 from tests.fixtures.kafka import consume, create_topic, free_port, unique_topic

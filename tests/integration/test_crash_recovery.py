@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_INVALID
 
-from process_engine.adapters.kafka_consumer import CRASH_AFTER_DB_COMMIT_ENV, CRASH_EXIT_CODE
+from process_engine.adapters.kafka.consumer import CRASH_AFTER_DB_COMMIT_ENV, CRASH_EXIT_CODE
 from tests.fixtures import wait_until
 from tests.fixtures.kafka import create_topic, produce_json
 from tests.integration.engine_harness import (

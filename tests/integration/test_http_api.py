@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from process_engine.adapters.http_api import create_app
-from process_engine.adapters.http_server import HttpServer
+from process_engine.adapters.http.api import create_app
+from process_engine.adapters.http.server import HttpServer
 from process_engine.app import Engine
 from tests.fixtures import wait_until
 from tests.fixtures.kafka import create_topic, free_port, produce_json

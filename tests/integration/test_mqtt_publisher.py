@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from process_engine.adapters.mqtt import MqttPublisher, MqttSettings
+from process_engine.adapters.mqtt.publisher import MqttPublisher, MqttSettings
 from process_engine.domain.errors import ActionError
 from tests.fixtures.mqtt import MqttBroker, MqttRecorder, amqtt_available, free_port
 

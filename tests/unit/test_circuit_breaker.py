@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from process_engine.adapters.circuit_breaker import (
+from process_engine.adapters.actions.circuit_breaker import (
     CLOSED,
     HALF_OPEN,
     OPEN,

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from process_engine.adapters.yaml_loader import load_text
+from process_engine.adapters.definitions.yaml_loader import load_text
 from process_engine.app import custom_activity_types, definition_extensions
 from process_engine.domain.errors import ConfigError, DefinitionErrors
 from process_engine.engine import Start

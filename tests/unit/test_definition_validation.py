@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from process_engine.adapters.yaml_loader import load_paths, load_text
+from process_engine.adapters.definitions.yaml_loader import load_paths, load_text
 from process_engine.app import definition_extensions
 from process_engine.domain.errors import DefinitionErrors
 from tests.unit.walking import PROCESSES, example

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from process_engine.adapters.yaml_loader import load_paths
+from process_engine.adapters.definitions.yaml_loader import load_paths
 from process_engine.app import definition_extensions
 from process_engine.devstack import dev
 from process_engine.devstack.fast_timers import FastTimerCopy, scale_text, scaled

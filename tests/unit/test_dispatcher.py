@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from process_engine.adapters.memory_store import MemoryInstanceStore
+from process_engine.adapters.memory.store import MemoryInstanceStore
 from process_engine.engine import ActionFailed, ActionSucceeded, Cancel
 from process_engine.ports import IncomingMessage, InstanceQuery, MessageCoordinate
 from process_engine.runtime.dispatcher import Dispatcher

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from process_engine.adapters import event_ids
-from process_engine.adapters.event_ids import EventIdGenerator
+from process_engine.runtime import event_ids
+from process_engine.runtime.event_ids import EventIdGenerator
 
 
 @pytest.fixture

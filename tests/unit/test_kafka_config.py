@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from process_engine.adapters.kafka_producer import kafka_config
+from process_engine.adapters.kafka.producer import kafka_config
 from process_engine.domain.errors import ConfigError
 
 

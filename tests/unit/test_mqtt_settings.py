@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from process_engine.adapters.mqtt import MqttSettings, settings_from_environ
-from process_engine.adapters.payloads import encode_payload
+from process_engine.adapters.mqtt.publisher import MqttSettings, settings_from_environ
 from process_engine.domain.errors import ActionError, ConfigError
+from process_engine.domain.payloads import encode_payload
 
 
 def test_full_url():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from process_engine.adapters.yaml_loader import load_paths
+from process_engine.adapters.definitions.yaml_loader import load_paths
 from process_engine.app import definition_extensions
 from process_engine.flowtest import commands
 from process_engine.flowtest.replay import RecordedMessage, parse_line, parse_timestamp, replay

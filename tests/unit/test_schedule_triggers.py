@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from process_engine.adapters.memory_store import MemoryInstanceStore
-from process_engine.adapters.timers import TimerService
+from process_engine.adapters.memory.store import MemoryInstanceStore
+from process_engine.adapters.scheduler.timers import TimerService
 from process_engine.ports import InstanceQuery
 from process_engine.runtime.dispatcher import Dispatcher
 from process_engine.runtime.registry import DefinitionRegistry

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from process_engine.adapters.kafka_consumer import ConsumerSettings, TriggerConsumer
+from process_engine.adapters.kafka.consumer import ConsumerSettings, TriggerConsumer
 from process_engine.domain.errors import StoreUnavailable
 from process_engine.runtime.dispatcher import BatchResult
 

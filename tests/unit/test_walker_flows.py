@@ -9,8 +9,8 @@ import pytest
 from process_engine.engine import (
     ActionFailed,
     ActionSucceeded,
-    CancelTimer,
     Cancel,
+    CancelTimer,
     InstanceFailed,
     Resume,
     Retry,

@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from process_engine.adapters.yaml_loader import load_file, load_text
+from process_engine.adapters.definitions.yaml_loader import load_file, load_text
 from process_engine.app import definition_extensions
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.instance import InstanceState

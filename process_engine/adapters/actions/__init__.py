@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from process_engine.adapters.actions.base import Action, ActionContext, KafkaSink, MqttSink
+from process_engine.adapters.actions.circuit_breaker import BreakerBoard
 from process_engine.adapters.actions.http_request import HttpAction, HttpCaller
 from process_engine.adapters.actions.messaging import KafkaPublishAction, LogAction, MqttPublishAction
 from process_engine.adapters.actions.notify import (
@@ -18,7 +19,6 @@ from process_engine.adapters.actions.notify import (
     parse_channel_target,
 )
 from process_engine.adapters.actions.registry import ENTRY_POINT_GROUP, ActionRegistry
-from process_engine.adapters.circuit_breaker import BreakerBoard
 
 __all__ = [
     "ENTRY_POINT_GROUP",

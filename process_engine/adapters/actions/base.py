@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from process_engine.adapters.circuit_breaker import BreakerBoard
+from process_engine.adapters.actions.circuit_breaker import BreakerBoard
 from process_engine.domain.errors import ActionError
 from process_engine.ports import PendingAction
 
@@ -45,7 +45,7 @@ class Action(Protocol):
 
 
 class MqttSink(Protocol):
-    """What actions need from an MQTT publisher (`adapters.mqtt.MqttPublisher`)."""
+    """What actions need from an MQTT publisher (`adapters.mqtt.publisher.MqttPublisher`)."""
 
     target: str
 
@@ -62,7 +62,7 @@ class MqttSink(Protocol):
 
 
 class KafkaSink(Protocol):
-    """What actions need from a Kafka publisher (`adapters.kafka_producer.KafkaPublisher`)."""
+    """What actions need from a Kafka publisher (`adapters.kafka.producer.KafkaPublisher`)."""
 
     target: str
 

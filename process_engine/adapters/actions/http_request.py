@@ -21,7 +21,7 @@ from process_engine.adapters.actions.base import (
     is_template,
     required_text,
 )
-from process_engine.adapters.circuit_breaker import BreakerBoard
+from process_engine.adapters.actions.circuit_breaker import BreakerBoard
 from process_engine.domain.durations import parse_duration
 from process_engine.domain.errors import ActionError
 

@@ -17,7 +17,7 @@ from process_engine.adapters.actions.base import (
     is_template,
     required_text,
 )
-from process_engine.adapters.circuit_breaker import BreakerBoard
+from process_engine.adapters.actions.circuit_breaker import BreakerBoard
 from process_engine.domain.errors import ActionError
 
 ACTION_LOGGER = "process_engine.actions"

@@ -33,8 +33,8 @@ from process_engine.adapters.actions.base import (
     is_template,
     required_text,
 )
+from process_engine.adapters.actions.circuit_breaker import BreakerBoard
 from process_engine.adapters.actions.http_request import HttpCaller
-from process_engine.adapters.circuit_breaker import BreakerBoard
 from process_engine.domain.errors import ActionError, ConfigError
 
 ENV_PREFIX = "NOTIFY_CHANNEL_"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from process_engine.adapters.commit_plan import CommitPlan, HistoryRow, InstanceRow
 from process_engine.adapters.postgres.queries import query
+from process_engine.runtime.commit_plan import CommitPlan, HistoryRow, InstanceRow
 
 Statement = tuple[str, dict[str, Any]]
 Copy = tuple[str, list[tuple[Any, ...]]]  # a COPY ... FROM STDIN and its rows

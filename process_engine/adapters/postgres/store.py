@@ -12,13 +12,6 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from process_engine.adapters.commit_plan import (
-    canonical_uuid,
-    plan_commit,
-    query_filters,
-    require_aware,
-    to_json_text,
-)
 from process_engine.adapters.postgres.batch import BatchWrite, batch_copies, batch_statements
 from process_engine.adapters.postgres.errors import translated
 from process_engine.adapters.postgres.queries import query
@@ -32,8 +25,15 @@ from process_engine.ports import (
     LedgerEntry,
     MessageCoordinate,
     PendingAction,
-    StoredDefinition,
     Step,
+    StoredDefinition,
+)
+from process_engine.runtime.commit_plan import (
+    canonical_uuid,
+    plan_commit,
+    query_filters,
+    require_aware,
+    to_json_text,
 )
 
 # First key of the advisory lock that serialises save_definition per definition id.

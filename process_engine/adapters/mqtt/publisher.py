@@ -21,8 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from process_engine.adapters.payloads import encode_payload
 from process_engine.domain.errors import ActionError, ConfigError
+from process_engine.domain.payloads import encode_payload
 
 logger = logging.getLogger(__name__)
 

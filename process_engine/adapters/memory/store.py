@@ -13,18 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
-from process_engine.adapters.commit_plan import (
-    ActionRow,
-    CommitPlan,
-    HistoryRow,
-    InstanceRow,
-    TimerRow,
-    canonical_uuid,
-    plan_commit,
-    query_filters,
-    require_aware,
-    to_json_text,
-)
 from process_engine.domain.errors import ConcurrencyConflict, StoreError
 from process_engine.domain.instance import ACTIVE_STATUSES, InstanceState
 from process_engine.ports import (
@@ -35,8 +23,20 @@ from process_engine.ports import (
     LedgerEntry,
     MessageCoordinate,
     PendingAction,
-    StoredDefinition,
     Step,
+    StoredDefinition,
+)
+from process_engine.runtime.commit_plan import (
+    ActionRow,
+    CommitPlan,
+    HistoryRow,
+    InstanceRow,
+    TimerRow,
+    canonical_uuid,
+    plan_commit,
+    query_filters,
+    require_aware,
+    to_json_text,
 )
 
 LedgerKey = tuple[str, int, int, str]

@@ -21,8 +21,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from process_engine.adapters.payloads import encode_payload
 from process_engine.domain.errors import ActionError, ConfigError
+from process_engine.domain.payloads import encode_payload
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 

@@ -20,10 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from process_engine.adapters.definition_folder import DefinitionFolder
-from process_engine.adapters.metrics import METRICS_CONTENT_TYPE, EngineMetrics
 from process_engine.domain.definition import ProcessDefinition
-from process_engine.domain.errors import StoreError, StoreUnavailable
+from process_engine.domain.errors import DefinitionError, StoreError, StoreUnavailable
 from process_engine.domain.instance import STATUSES, InstanceState
 from process_engine.engine.events import Cancel, Event, Resume, Retry, Suspend
 from process_engine.ports import HistoryRecord, InstanceQuery, InstanceStore
@@ -34,14 +32,30 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
 
+class DefinitionSource(Protocol):
+    """The watched definitions folder, as far as the API reads it."""
+
+    def errors(self) -> list[DefinitionError]:
+        """The load errors of files that are broken right now."""
+
+
+class MetricsSource(Protocol):
+    """The engine's metrics, as far as the API serves them."""
+
+    content_type: str
+
+    def exposition(self) -> bytes:
+        """The metrics in the exposition format of `content_type`."""
+
+
 class ControlPlane(Protocol):
     """What the HTTP API needs from the engine (the Engine of app.py provides it)."""
 
     store: InstanceStore
     registry: DefinitionRegistry
-    folder: DefinitionFolder
+    folder: DefinitionSource
     dispatcher: Dispatcher
-    metrics: EngineMetrics
+    metrics: MetricsSource
 
     def alive(self) -> tuple[bool, str]:
         """Whether every worker thread runs, and why not."""
@@ -132,7 +146,7 @@ class HttpApi:
 
     def metrics(self, request: Request) -> Response:
         """Prometheus text format."""
-        return Response(self.engine.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+        return Response(self.engine.metrics.exposition(), media_type=self.engine.metrics.content_type)
 
     # -- reads --------------------------------------------------------------------
     def definitions(self, request: Request) -> Response:

@@ -11,9 +11,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from process_engine.domain.building import Extensions, build_definition
+from process_engine.domain.building import build_definition
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import DefinitionError, DefinitionErrors
+from process_engine.domain.extensions import Extensions
 
 TEST_SUFFIX = ".test.yaml"
 DEFINITION_SUFFIXES = (".yaml", ".yml")

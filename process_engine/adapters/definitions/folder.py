@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from process_engine.adapters.yaml_loader import definition_files, load_file
-from process_engine.domain.building import Extensions
+from process_engine.adapters.definitions.yaml_loader import definition_files, load_file
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import DefinitionError, DefinitionErrors
+from process_engine.domain.extensions import Extensions
 from process_engine.runtime.registry import DefinitionRegistry
 
 log = logging.getLogger("process_engine.definitions")

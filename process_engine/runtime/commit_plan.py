@@ -19,7 +19,6 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from process_engine.adapters.event_ids import id_source
 from process_engine.domain.errors import ConcurrencyConflict, StoreError
 from process_engine.domain.instance import STATUSES
 from process_engine.engine.commands import (
@@ -31,6 +30,7 @@ from process_engine.engine.commands import (
     ScheduleTimer,
 )
 from process_engine.ports import DeadLetter, InstanceQuery, LedgerEntry, Step
+from process_engine.runtime.event_ids import id_source
 
 # What orjson refuses (integers above 64 bits, lone surrogates) goes through the
 # standard library instead; built once, as json.dumps with options builds an encoder per call.

@@ -1,0 +1,1 @@
+"""Definitions on disk: YAML loading and the watched folder."""

@@ -1,0 +1,1 @@
+"""HTTP: the control and read API, and the server that hosts it."""

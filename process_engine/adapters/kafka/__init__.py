@@ -1,0 +1,1 @@
+"""Kafka: the trigger consumer, the producer for actions, and consumer-lag sampling."""

@@ -1,0 +1,1 @@
+"""The in-memory InstanceStore: flow tests, replay and the contract suite."""

@@ -1,0 +1,1 @@
+"""MQTT: the publisher service actions send through."""

@@ -1,0 +1,1 @@
+"""Durable timers and cron ticks on APScheduler."""
