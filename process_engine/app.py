@@ -33,6 +33,7 @@ from process_engine.engine import RunAction
 from process_engine.ports import IncomingMessage, Step
 from process_engine.runtime.dispatcher import BatchResult, Dispatcher, PreparedBatch, utc_now
 from process_engine.runtime.event_ids import new_event_id
+from process_engine.runtime.message_decoding import MessageLimits
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.settings import DEFAULT_NOTIFY_TARGET, Settings
 
@@ -142,6 +143,7 @@ class Engine:
         self.dispatcher = TimedDispatcher(
             self.store, self.registry, clock=self.clock, new_id=new_event_id, inline_actions=inline,
             on_steps=self._steps_committed, on_batch=self.metrics.batch_done,
+            limits=MessageLimits(max_bytes=settings.max_message_bytes),
         )
         self.folder = DefinitionFolder(settings.definitions_path, self.registry, self.extensions)
         self.timers = TimerService(self.store, self.dispatcher, clock=self.clock, on_fired=self.metrics.timers_fired)

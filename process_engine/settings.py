@@ -8,6 +8,7 @@ from pathlib import Path
 
 from process_engine.adapters.mqtt.publisher import MqttSettings
 from process_engine.domain.errors import ConfigError
+from process_engine.runtime.message_decoding import DEFAULT_MAX_MESSAGE_BYTES
 
 # Channels that are not configured publish here, so a definition's `channel: alert`
 # works out of the box and is easy to watch: mosquitto_sub -t 'process-engine/notify/#'.
@@ -35,6 +36,7 @@ class Settings:
     batch_size: int = 500
     history_retention: str | None = None
     history_compress_after: str | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -68,6 +70,7 @@ class Settings:
             batch_size=_positive_int(environ, "PROCESS_ENGINE_BATCH_SIZE", 500),
             history_retention=environ.get("HISTORY_RETENTION") or None,
             history_compress_after=environ.get("HISTORY_COMPRESS_AFTER") or None,
+            max_message_bytes=_positive_int(environ, "MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
         )
 
 

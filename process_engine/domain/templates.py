@@ -192,6 +192,9 @@ def _as_text(value: Any) -> str:
     """Text for interpolation: strings as they are, JSON for structures, booleans and null."""
     if isinstance(value, str):
         return value
-    if value is None or isinstance(value, (bool, dict, list, tuple)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
+    try:
+        if value is None or isinstance(value, (bool, dict, list, tuple)):
+            return json.dumps(value, ensure_ascii=False, default=str)
+        return str(value)
+    except (RecursionError, ValueError) as error:  # nested too deep, a cycle, an int of over 4,300 digits
+        raise ExpressionError(f"cannot interpolate a {type(value).__name__} as text: {error}") from None

@@ -186,7 +186,10 @@ def to_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=value)
+        try:
+            return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=value)
+        except (OverflowError, ValueError):  # past year 9999, or NaN
+            raise ExpressionError(f"'until' gave {value!r}: a time past the years 1 to 9999") from None
     if isinstance(value, str):
         try:
             return to_datetime(datetime.fromisoformat(value.replace("Z", "+00:00")))

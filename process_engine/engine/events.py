@@ -59,6 +59,13 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Fail:
+    """Fail the instance from outside: its host could not apply an event to it."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Suspend:
     """Pause the instance: timers and actions that come due are held until resumed."""
 

@@ -20,6 +20,7 @@ from process_engine.engine.events import (
     ActionSucceeded,
     Cancel,
     Event,
+    Fail,
     Resume,
     Retry,
     Start,
@@ -76,7 +77,7 @@ def _apply(run: Run, event: Event) -> None:
     if run.status == "suspended" and type(event).__name__ in PARKED_EVENTS:
         run.parked.append({"type": type(event).__name__, **asdict(event)})
         return
-    if isinstance(event, (Cancel, Suspend, Resume, Retry)):
+    if isinstance(event, (Cancel, Fail, Suspend, Resume, Retry)):
         _control(run, event)
     elif run.status != "running":
         return  # a late timer or action outcome of a finished instance
@@ -176,8 +177,12 @@ def retry_delay(activity: Activity, instance_id: str, attempt: int) -> timedelta
     return base * (1 + activity.retry.jitter * spread)
 
 
-def _control(run: Run, event: Cancel | Suspend | Resume | Retry) -> None:
-    if isinstance(event, Cancel) and run.status in ("running", "suspended"):
+def _control(run: Run, event: Cancel | Fail | Suspend | Resume | Retry) -> None:
+    if isinstance(event, Fail) and run.status in ("running", "suspended"):
+        run.status = "running"  # a suspended instance fails too: fail() acts on running ones
+        run.parked.clear()
+        run.fail(None, event.reason)
+    elif isinstance(event, Cancel) and run.status in ("running", "suspended"):
         run.drop_timers()
         run.status = "cancelled"
         run.completed_at = run.now

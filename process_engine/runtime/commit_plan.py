@@ -171,7 +171,7 @@ def to_json_text(value: Any, what: str | Callable[[], str]) -> str:
     except TypeError:
         try:
             text = _JSON.encode(value)
-        except (TypeError, ValueError) as error:
+        except Exception as error:  # nested too deep, a cycle, a huge int: all are values jsonb won't take
             raise StoreError(f"{_described(what)} is not JSON-serialisable: {error}") from None
     if "\\u0000" in text:  # jsonb cannot hold NUL characters
         raise StoreError(f"{_described(what)} contains a NUL character, which jsonb cannot store")

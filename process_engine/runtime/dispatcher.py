@@ -83,7 +83,7 @@ class Dispatcher(MessageDispatcher):
         if instance is None:
             return
         unit.consumed_timers[instance.id] = timer.timer_id
-        unit.apply(unit.definition_of(instance), instance, TimerFired(timer.timer_id), f"timer:{timer.timer_id}")
+        unit.apply_or_fail(unit.definition_of(instance), instance, TimerFired(timer.timer_id), f"timer:{timer.timer_id}")
 
     def action_finished(self, action: PendingAction, outcome: ActionSucceeded | ActionFailed) -> list[Step]:
         """Feed an action's outcome back; the outbox row is used up in the same transaction.
@@ -145,7 +145,7 @@ class Dispatcher(MessageDispatcher):
         if instance is None:
             return
         unit.consumed_actions[instance.id] = action.idempotency_key
-        unit.apply(unit.definition_of(instance), instance, outcome, f"action:{action.idempotency_key}")
+        unit.apply_or_fail(unit.definition_of(instance), instance, outcome, f"action:{action.idempotency_key}")
 
     def control(self, instance_id: str, event: Event, cause: str = "api") -> InstanceState:
         """Apply a control event (cancel, suspend, resume, retry) or any event by hand.

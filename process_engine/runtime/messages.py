@@ -10,21 +10,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
-
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import ConcurrencyConflict, ExpressionError, StoreError, StoreUnavailable
 from process_engine.engine import Cancel, Start, VariablesRefreshed
 from process_engine.engine.commands import InstanceCompleted, InstanceFailed, RecordHistory
-from process_engine.engine.triggers import correlation_key, is_queued, match, plan
+from process_engine.engine.triggers import Match, correlation_key, is_queued, match, plan
 from process_engine.engine.walker import new_instance
 from process_engine.ports import (
     DeadLetter,
     IncomingMessage,
     InstanceStore,
     LedgerEntry,
+    MessageCoordinate,
     Step,
 )
+from process_engine.runtime.message_decoding import MessageLimits, Refused, decode_message
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.runtime.retry import ConflictRetry
 from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
@@ -48,6 +48,20 @@ class BatchResult:
     dead_lettered: int = 0
     duplicates: int = 0
     steps: list[Step] = field(default_factory=list)
+
+
+class PoisonedMessage(Exception):
+    """A message whose handling raised: the batch is worked through again without it."""
+
+    def __init__(self, message: IncomingMessage, reason: str):
+        super().__init__(reason)
+        self.coordinate = message.coordinate
+        self.reason = reason
+
+
+def error_text(error: BaseException) -> str:
+    """An error as a dead letter or a failed instance records it: its type and text."""
+    return f"{type(error).__name__}: {error}"
 
 
 @dataclass
@@ -76,6 +90,7 @@ class MessageDispatcher:
         inline_actions: Mapping[str, InlineAction] | None = None,
         retry: ConflictRetry = ConflictRetry(),
         on_steps: Callable[[list[Step]], None] | None = None,
+        limits: MessageLimits = MessageLimits(),
     ):
         self.store = store
         self.registry = registry
@@ -84,6 +99,7 @@ class MessageDispatcher:
         self.inline_actions = dict(inline_actions or {})
         self.retry = retry
         self.on_steps = on_steps
+        self.limits = limits
 
     # -- the unit-of-work loop ------------------------------------------------
     def _run(self, work: Callable[[UnitOfWork], Any]) -> tuple[Any, list[Step]]:
@@ -123,11 +139,11 @@ class MessageDispatcher:
             return self._handle_batch(messages)
         except (StoreUnavailable, ConcurrencyConflict):
             raise
-        except StoreError as error:
+        except Exception as error:  # a value the store refuses, or anything else one message caused
             if len(messages) == 1:
                 return self._refused(messages[0], error)
             if not split:
-                log.warning("a batch of %d message(s) failed to commit (%s); retrying it in halves", len(messages), error)
+                log.warning("a batch of %d message(s) failed (%s); retrying it in halves", len(messages), error_text(error))
         middle = len(messages) // 2
         result = BatchResult()
         for half in (messages[:middle], messages[middle:]):  # in order: a key's messages stay in sequence
@@ -139,13 +155,14 @@ class MessageDispatcher:
             result.steps += part.steps
         return result
 
-    def _refused(self, message: IncomingMessage, error: StoreError) -> BatchResult:
-        """Dead-letter one message whose outcome the database refused to store.
+    def _refused(self, message: IncomingMessage, error: Exception) -> BatchResult:
+        """Dead-letter one message whose outcome the database refused to store, or that raised.
 
         An error that is not about the message (permissions, a missing table) fails
         this write too, and so still stops the consumer loudly.
         """
-        reason = f"cannot be stored: {error}".replace("\x00", "\\x00")
+        text = f"cannot be stored: {error}" if isinstance(error, StoreError) else error_text(error)
+        reason = text.replace("\x00", "\\x00")
 
         def work(unit: UnitOfWork) -> BatchResult:
             result = BatchResult()
@@ -155,13 +172,24 @@ class MessageDispatcher:
         return self._run(work)[0]
 
     def _handle_batch(self, messages: Sequence[IncomingMessage]) -> BatchResult:
-        result, steps = self._run(self._batch_work(messages))
-        result.steps = steps
-        return result
+        poisoned: dict[MessageCoordinate, str] = {}
+        while True:  # each round poisons one more message, so it ends
+            try:
+                result, steps = self._run(self._batch_work(messages, poisoned=poisoned))
+            except PoisonedMessage as poison:
+                poisoned[poison.coordinate] = poison.reason
+                continue
+            result.steps = steps
+            return result
 
     def _batch_work(
-        self, messages: Sequence[IncomingMessage], marks: Mapping[tuple[str, int], int] | None = None
+        self,
+        messages: Sequence[IncomingMessage],
+        marks: Mapping[tuple[str, int], int] | None = None,
+        poisoned: Mapping[MessageCoordinate, str] | None = None,
     ) -> Callable[[UnitOfWork], BatchResult]:
+        """The work of a batch; messages in `poisoned` raised before and are dead-lettered with that reason."""
+
         def work(unit: UnitOfWork) -> BatchResult:
             result = BatchResult()
             to_check = [m.coordinate for m in messages]
@@ -172,11 +200,13 @@ class MessageDispatcher:
             for message in messages:
                 if message.coordinate in seen:
                     result.duplicates += 1
-                    continue
-                document = self._decode(unit, message, result)
-                if document is not None:
-                    fresh.append((message, document))
-            unit.prefetch_active(self._keys(fresh))  # one query instead of one per message
+                elif poisoned and message.coordinate in poisoned:
+                    self._dead_letter(unit, message, poisoned[message.coordinate], result)
+                else:
+                    document = self._decode(unit, message, result)
+                    if document is not None:
+                        fresh.append((message, document))
+            unit.prefetch_active(self._keys(unit, fresh, result))  # one query instead of one per message
             for message, document in fresh:
                 self._message(unit, message, document, result)
             self._start_queued(unit)
@@ -211,10 +241,16 @@ class MessageDispatcher:
                 with `handle_batch` instead.
         """
         began = time.perf_counter()
-        unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions, after.unit if after else None)
-        result = self._batch_work(messages, marks)(unit)
-        unit.prepare()  # here, so the committer thread is left with little but waiting on IO
-        return PreparedBatch(messages, unit, result, began)
+        poisoned: dict[MessageCoordinate, str] = {}
+        while True:  # a poisoned message leaves its unit half-done: start a fresh one without it
+            unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions, after.unit if after else None)
+            try:
+                result = self._batch_work(messages, marks, poisoned)(unit)
+            except PoisonedMessage as poison:
+                poisoned[poison.coordinate] = poison.reason
+                continue
+            unit.prepare()  # here, so the committer thread is left with little but waiting on IO
+            return PreparedBatch(messages, unit, result, began)
 
     def commit_prepared(self, prepared: PreparedBatch) -> BatchResult:
         """Commit a prepared batch (any thread), then tell the step listeners.
@@ -228,38 +264,49 @@ class MessageDispatcher:
         prepared.result.steps = steps
         return prepared.result
 
-    def _keys(self, fresh: list[tuple[IncomingMessage, dict[str, Any]]]) -> set[tuple[str, str]]:
-        """The (definition, correlation key) pairs a batch of decoded messages will look up."""
+    def _keys(
+        self, unit: UnitOfWork, fresh: list[tuple[IncomingMessage, dict[str, Any]]], result: BatchResult
+    ) -> set[tuple[str, str]]:
+        """The (definition, correlation key) pairs a batch of decoded messages will look up.
+
+        A message whose key cannot be computed is dead-lettered here and dropped from `fresh`.
+        """
         keys: set[tuple[str, str]] = set()
         by_topic: dict[str, list[ProcessDefinition]] = {}
-        for message, document in fresh:
+        refused: list[int] = []
+        for index, (message, document) in enumerate(fresh):
             topic = message.coordinate.topic
             if topic not in by_topic:
                 by_topic[topic] = self.registry.for_topic(topic)
-            for definition in by_topic[topic]:
-                key = correlation_key(definition, document)
-                if key is not None:
-                    keys.add((definition.id, key))
+            try:
+                for definition in by_topic[topic]:
+                    key = correlation_key(definition, document)
+                    if key is not None:
+                        keys.add((definition.id, key))
+            except Exception as error:  # nothing is changed yet: dead-letter it on the spot
+                self._dead_letter(unit, message, f"correlation key of {definition.id}: {error_text(error)}", result, definition.id)
+                refused.append(index)
+        for index in reversed(refused):
+            del fresh[index]
         return keys
 
     def _message(self, unit: UnitOfWork, message: IncomingMessage, document: dict[str, Any], result: BatchResult) -> None:
         for definition in self.registry.for_topic(message.coordinate.topic):
             try:
-                self._trigger(unit, definition, message, document, result)
-            except ExpressionError as error:
-                self._dead_letter(unit, message, f"trigger of {definition.id}: {error}", result, definition.id)
+                found = match(definition, document)
+            except Exception as error:  # nothing is changed yet: dead-letter it on the spot
+                reason = str(error) if isinstance(error, ExpressionError) else error_text(error)
+                self._dead_letter(unit, message, f"trigger of {definition.id}: {reason}", result, definition.id)
+                continue
+            try:
+                self._trigger(unit, definition, message, document, found, result)
+            except Exception as error:  # the unit may be half-changed, so the batch is redone without it
+                raise PoisonedMessage(message, f"handling for {definition.id}: {error_text(error)}") from error
 
     def _decode(self, unit: UnitOfWork, message: IncomingMessage, result: BatchResult) -> dict[str, Any] | None:
-        if message.value is None:
-            self._dead_letter(unit, message, "empty message (no value)", result)
-            return None
-        try:
-            document = orjson.loads(message.value)  # refuses NaN and 1e999, which jsonb cannot hold
-        except (ValueError, UnicodeDecodeError) as error:
-            self._dead_letter(unit, message, f"not JSON: {error}", result)
-            return None
-        if not isinstance(document, dict):
-            self._dead_letter(unit, message, f"wrong shape: expected a JSON object, got {type(document).__name__}", result)
+        document = decode_message(message.value, self.limits)
+        if isinstance(document, Refused):
+            self._dead_letter(unit, message, document, result)
             return None
         return document
 
@@ -270,8 +317,10 @@ class MessageDispatcher:
         c = message.coordinate
         log.warning("dead-lettered message %s/%s@%s: %s", c.topic, c.partition, c.offset, reason, extra={"topic": c.topic, "partition": c.partition, "offset": c.offset, "definition_id": definition_id})
 
-    def _trigger(self, unit: UnitOfWork, definition: ProcessDefinition, message: IncomingMessage, document: dict[str, Any], result: BatchResult) -> None:
-        found = match(definition, document)
+    def _trigger(
+        self, unit: UnitOfWork, definition: ProcessDefinition, message: IncomingMessage, document: dict[str, Any],
+        found: Match, result: BatchResult,
+    ) -> None:
         active = unit.active_by_key(definition.id, found.correlation_key) if found.correlation_key is not None else []
         decided = plan(definition, found, active)
         cause = f"{message.coordinate.topic}:{message.coordinate.partition}:{message.coordinate.offset}"

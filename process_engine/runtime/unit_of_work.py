@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.instance import InstanceState
-from process_engine.engine import ActionFailed, ActionSucceeded, RunAction, advance
+from process_engine.engine import ActionFailed, ActionSucceeded, Fail, RunAction, advance
 from process_engine.engine.commands import Command
 from process_engine.engine.events import Event
 from process_engine.ports import DeadLetter, InstanceStore, LedgerEntry, Step
@@ -16,6 +17,8 @@ from process_engine.runtime.registry import DefinitionRegistry
 
 # An inline action runs inside the step (no outbox round trip): it must be local and cheap.
 InlineAction = Callable[[RunAction, InstanceState], Any]
+
+log = logging.getLogger("process_engine.dispatcher")
 
 
 class UnitOfWork:
@@ -136,17 +139,35 @@ class UnitOfWork:
         return self.registry.get(instance.definition_id, instance.definition_version)
 
     def apply(self, definition: ProcessDefinition, instance: InstanceState | None, event: Event, cause: str) -> InstanceState:
-        """Advance one instance by one event, running inline actions straight away."""
+        """Advance one instance by one event, running inline actions straight away.
+
+        All or nothing: when the walker raises, the unit is left as it was.
+        """
         state, commands = advance(definition, instance, event, self.now)
-        if instance is None:
-            self.add_new(state, [], cause)
-        self.causes.setdefault(state.id, cause)
-        pending = self.commands.setdefault(state.id, [])
+        pending: list[Command] = []
         state = self._run_inline(definition, state, commands, pending)
+        if instance is None:
+            self.add_new(state, pending, cause)
+        else:
+            self.causes.setdefault(state.id, cause)
+            self.commands.setdefault(state.id, []).extend(pending)
         if state != instance:
             self.changed.add(state.id)
         self.instances[state.id] = state
         return state
+
+    def apply_or_fail(self, definition: ProcessDefinition, instance: InstanceState, event: Event, cause: str) -> InstanceState:
+        """`apply`; but when the walker raises on the event, the instance fails with the reason.
+
+        For events the engine cannot refuse the way it dead-letters a message (a timer,
+        an action outcome): an instance whose step raises would otherwise be retried forever.
+        """
+        try:
+            return self.apply(definition, instance, event, cause)
+        except Exception as error:
+            reason = f"{type(event).__name__} could not be applied: {type(error).__name__}: {error}"
+            log.error("instance %s failed: %s", instance.id, reason, extra={"instance_id": instance.id, "definition_id": instance.definition_id})
+            return self.apply(definition, instance, Fail(reason), cause)
 
     def _run_inline(self, definition: ProcessDefinition, state: InstanceState, commands: list[Command], pending: list[Command]) -> InstanceState:
         queue = list(commands)

@@ -155,7 +155,7 @@ class TriggerConsumer:
         if flight is not None:
             try:  # commit its offsets while the partitions are still ours
                 self._committed(consumer, flight.messages, flight.commit.result())
-            except StoreError as error:  # nothing of it was committed: the next owner gets it
+            except Exception as error:  # nothing of it was committed: the next owner gets it
                 log.warning("batch of %d message(s) not committed before a rebalance (%s); it will be redelivered", len(flight.messages), error)
         self._flush_offsets(consumer)
 
@@ -195,7 +195,7 @@ class TriggerConsumer:
             prepared: PreparedBatch | None = self.dispatcher.prepare_batch(
                 incoming, flight.prepared if flight is not None else None, self._ledger_marks(incoming)
             )
-        except StoreError as error:  # a read failed: finish the batch before, then go carefully
+        except Exception as error:  # a read failed, or worse: finish the batch before, then go carefully
             log.debug("preparing a batch failed (%s); handling it on its own", error)
             prepared = None
         landed = self._wait(flight)
@@ -228,7 +228,7 @@ class TriggerConsumer:
             return True
         try:
             return flight.commit.result()
-        except StoreError as error:
+        except Exception as error:  # nothing of it was written; the careful way isolates the cause
             log.info("batch of %d message(s) failed to commit (%s); handling it again", len(flight.messages), error)
             return False
 
