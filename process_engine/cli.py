@@ -15,6 +15,7 @@ from process_engine import __version__
 def _validate(args: argparse.Namespace) -> int:
     from process_engine.adapters.definitions.yaml_loader import definition_files, load_paths
     from process_engine.app import definition_extensions
+    from process_engine.domain.correlation_advice import correlation_warnings
 
     paths = [Path(p) for p in (args.paths or ["processes/"])]
     missing = [str(p) for p in paths if not p.exists()]
@@ -24,10 +25,14 @@ def _validate(args: argparse.Namespace) -> int:
     result = load_paths(paths, definition_extensions())
     for error in result.errors:
         print(error.location_text(), file=sys.stderr)
+    warned = 0
     for definition_id, file in sorted(result.files.items(), key=lambda item: item[1]):
         print(f"ok  {file}  ({definition_id})")
+        for warning in correlation_warnings(result.definitions[definition_id]):
+            print(f"{file}: warning: {warning}")
+            warned += 1
     checked = len(definition_files(paths))
-    print(f"{checked} file(s) checked, {len(result.errors)} error(s)")
+    print(f"{checked} file(s) checked, {len(result.errors)} error(s)" + (f", {warned} warning(s)" if warned else ""))
     return 1 if result.errors else 0
 
 

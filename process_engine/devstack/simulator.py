@@ -42,9 +42,9 @@ class Source(Protocol):
 class HeatPumps:
     """The home's heat pump reporting flow temperature every 5 s; it runs hot now and then.
 
-    One device, like the seed's `home/heatpump/control`: temperature-control has no
-    `correlate`, so the whole topic is one key and later readings refresh the running
-    instance (several pumps on one topic need `correlate: tags.device_id`).
+    One device, like the seed's `home/heatpump/control`. Readings are keyed by device,
+    as real producers key telemetry, so temperature-control (no `correlate`) keeps one
+    instance per pump and later readings of a pump refresh only its own instance.
     """
 
     rng: random.Random

@@ -36,23 +36,34 @@ def extract(definition: ProcessDefinition, message: Any) -> tuple[dict[str, Any]
     return values, tuple(missing)
 
 
-# Without `correlate`, the whole topic is one key: later messages refresh the running
-# instance, so the seed's recheck sees the current reading (PRODUCT.md).
+# Without `correlate`, a keyed message is correlated by its Kafka key (keyed telemetry is
+# one key per device); only unkeyed messages share one key for the whole topic (PRODUCT.md).
 TOPIC_KEY = "*"
 
 
-def correlation_key(definition: ProcessDefinition, message: Any) -> str | None:
-    """The message's correlation key as text; TOPIC_KEY without `correlate`; None when absent."""
+def correlation_key(definition: ProcessDefinition, message: Any, message_key: bytes | None = None) -> str | None:
+    """The message's correlation key as text; None when `correlate` finds nothing.
+
+    Without `correlate`: the Kafka message key, else TOPIC_KEY.
+    """
     path = definition.trigger.correlate
     if path is None:
-        return TOPIC_KEY
+        return key_text(message_key) if message_key else TOPIC_KEY
     found, value = path.find(message)
     if not found or value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def match(definition: ProcessDefinition, message: Mapping[str, Any]) -> Match:
+def key_text(message_key: bytes) -> str:
+    """A Kafka key as a correlation key: its UTF-8 text, or `0x` and its hex when it is not text."""
+    try:
+        return message_key.decode("utf-8")
+    except UnicodeDecodeError:
+        return "0x" + message_key.hex()
+
+
+def match(definition: ProcessDefinition, message: Mapping[str, Any], message_key: bytes | None = None) -> Match:
     """Evaluate the trigger condition and extract variables.
 
     Raises:
@@ -65,7 +76,7 @@ def match(definition: ProcessDefinition, message: Mapping[str, Any]) -> Match:
         scope = {v.name: v.value for v in definition.variables if v.source is None}
         scope.update(variables)
         matched = bool(condition.evaluate(scope, message))
-    return Match(matched, variables, missing, correlation_key(definition, message))
+    return Match(matched, variables, missing, correlation_key(definition, message, message_key))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,8 @@
 Input is JSON lines, one recorded message a line, as exported from a topic
 (`rpk topic consume TOPIC -o start -n N > FILE` writes this shape):
 
-    {"topic": "heatpump-telemetry", "value": {...} or "raw text", "partition": 0,
-     "offset": 42, "timestamp": 1767225600000 or "2026-01-01T00:00:00Z"}
+    {"topic": "heatpump-telemetry", "key": "hp-1", "value": {...} or "raw text",
+     "partition": 0, "offset": 42, "timestamp": 1767225600000 or "2026-01-01T00:00:00Z"}
 
 `value` as text is what the broker held (rpk writes JSON values this way); kcat's
 `payload` and `ts` are accepted for `value` and `timestamp`. `partition` defaults to
@@ -38,6 +38,7 @@ class RecordedMessage:
     timestamp: datetime
     partition: int = 0
     offset: int = 0
+    key: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,10 @@ def parse_line(text: str, number: int) -> RecordedMessage:
     timestamp = parse_timestamp(record.get("timestamp", record.get("ts")))
     partition = _whole(record.get("partition", 0), "partition")
     offset = _whole(record.get("offset", number), "offset")
-    return RecordedMessage(topic, _encode(value), timestamp, partition, offset)
+    key = record.get("key")
+    if key is not None and not isinstance(key, str):
+        raise ValueError("'key' must be text or null")
+    return RecordedMessage(topic, _encode(value), timestamp, partition, offset, key.encode() if key else None)
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -183,7 +187,7 @@ def replay(messages: Iterable[RecordedMessage], definitions: list[ProcessDefinit
             continue
         # timestamps of different partitions interleave; simulated time only moves forward
         at = max(simulator.now, message.timestamp)
-        result = simulator.deliver(message.topic, message.value, at, message.partition, message.offset)
+        result = simulator.deliver(message.topic, message.value, at, message.partition, message.offset, message.key)
         report.duplicates += result.duplicates
     report.dead_lettered = simulator.dead_letters
     report.instances = _instances(simulator.outcome())

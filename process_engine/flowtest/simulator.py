@@ -142,12 +142,14 @@ class Simulator:
         """The simulated time."""
         return self.clock.now
 
-    def deliver(self, topic: str, value: bytes | None, at: datetime, partition: int = 0, offset: int | None = None) -> BatchResult:
+    def deliver(
+        self, topic: str, value: bytes | None, at: datetime, partition: int = 0, offset: int | None = None, key: bytes | None = None
+    ) -> BatchResult:
         """Let time pass until `at`, then hand one message to the dispatcher as the consumer would."""
         self.advance_to(at)
         coordinate = MessageCoordinate(topic, partition, next(self._offsets) if offset is None else offset)
         timestamp_ms = int(self.now.timestamp() * 1000)
-        result = self.dispatcher.handle_batch([IncomingMessage(coordinate, value, None, timestamp_ms)])
+        result = self.dispatcher.handle_batch([IncomingMessage(coordinate, value, key, timestamp_ms)])
         self.dead_letters += result.dead_lettered
         self._settle()
         return result
@@ -304,7 +306,7 @@ def _arrive(simulator: Simulator, definition: ProcessDefinition, arrival: Arriva
             raise SimulationError(str(error), arrival.line) from None
     else:
         topic = arrival.topic or definition.trigger.topic or ""
-        simulator.deliver(topic, encode_value(arrival.value), at, arrival.partition)
+        simulator.deliver(topic, encode_value(arrival.value), at, arrival.partition, key=arrival.key.encode() if arrival.key else None)
 
 
 def encode_value(value: Any) -> bytes | None:

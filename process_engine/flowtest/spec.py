@@ -3,57 +3,7 @@
 A flow test file sits beside the definition it tests and is run by
 `process-engine test [PATH...]`. Time is simulated: a `5m` timer costs nothing.
 
-```yaml
-definition: temperature-control       # id of the definition under test, looked up in the
-                                      # test file's folder, then in --definitions
-tests:
-  - name: cooling works
-    start_at: 2026-01-05T08:00:00Z    # optional: the simulated clock at `at: 0s`
-                                      # (default 2026-01-01T00:00:00Z)
-    messages:                         # what arrives, in order, at offsets from the start
-      - at: 0s                        # 0s, 90, 2m, 1h30m, PT5M; never earlier than the one before
-        topic: heatpump-telemetry     # optional: the definition's trigger topic
-        value: {tags: {device_id: hp-1}, fields: {flow_temp_c: 27.5}}
-                                      # a mapping is sent as JSON; a string is sent as is
-                                      # (so a test can send a malformed message)
-      - at: 2m
-        refresh: {temperature: 22.0}  # change the variables of the running instances as a
-        instance: 1                   # correlated reading would (optional: only instance 1)
-      - at: 3m
-        start: {device_id: hp-2}      # start an instance by hand, as the API and CLI do
-    actions:                          # stubbed outcomes, by activity id or action name;
-      activate_cooling: succeed       # an action without a stub succeeds
-      notify: fail                    # every attempt fails
-      http: {fail: 2}                 # attempts 1 and 2 fail, attempt 3 succeeds
-      log: {result: {sent: true}}     # succeeds with a result
-                                      # ({fail: N, error: "text"} sets the failure message)
-    run_for: 10m                      # optional: simulated time to go on after the last
-                                      # message; default: until no timer is left (at most 30d)
-    expect:                           # every key is optional; only what is given is checked
-      instances: 1                    # instances started (queued and cancelled ones count)
-      path: [start, check_temp, activate_cooling, wait_recheck, recheck_temp, log_success, end]
-      status: completed               # running, suspended, completed, failed, cancelled
-      current_activity: null          # where the instance waits (null once it has ended)
-      variables: {temperature: 22.0}  # these variables have these values (others may exist)
-      actions:                        # every action requested, in order; each entry is a
-        - {activity: activate_cooling, action: mqtt_publish, topic: home/heatpump/control,
-           payload: {device_id: hp-1, command: activate_cooling}}
-                                      # subset of {instance, activity, action, attempt,
-                                      # outcome, <rendered config keys>}
-      timers:                         # every timer scheduled, in order; subset of
-        - {activity: wait_recheck, after: 5m}   # {instance, activity, kind, after}; kind is
-                                      # timer, wait_timeout or retry
-      dead_letters: 0                 # messages the engine could not use
-```
-
-`path` lists the activities an instance passed through, in order: an activity counts
-once it completed, timed out (a wait), gave up to its `on_error` path, or failed the
-instance. `path`, `status`, `current_activity` and `variables` apply to every instance
-started; to tell instances apart, give a list with one entry per instance in the
-order they started (for `path`, a list of lists). Instances are numbered from 1 in
-that order; `instance: N` in an action or timer entry refers to that number.
-Mappings match when every key given matches (recursively), so `payload: {command: x}`
-ignores other payload keys; lists match item by item.
+The format, every key with a complete example, is in the README ("Flow tests").
 """
 
 from __future__ import annotations
@@ -73,7 +23,7 @@ DEFAULT_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TIMER_KINDS = ("timer", "wait_timeout", "retry")
 FILE_KEYS = {"definition", "tests"}
 TEST_KEYS = {"name", "start_at", "messages", "actions", "run_for", "expect"}
-MESSAGE_KEYS = {"at", "topic", "value", "partition", "refresh", "start", "instance"}
+MESSAGE_KEYS = {"at", "topic", "key", "value", "partition", "refresh", "start", "instance"}
 STUB_KEYS = {"fail", "error", "result"}
 TIMER_KEYS = {"instance", "activity", "kind", "after"}
 EXPECT_KEYS = ("instances", "path", "status", "current_activity", "variables", "actions", "timers", "dead_letters")
@@ -91,6 +41,7 @@ class Arrival:
     topic: str | None = None
     value: Any = None
     partition: int = 0
+    key: str | None = None  # the Kafka message key: the correlation key without `correlate`
     variables: dict[str, Any] = field(default_factory=dict)
     instance: int | None = None  # refresh only this instance (1-based)
 
@@ -323,7 +274,11 @@ class _Reader:
         if not _whole(partition):
             self.fail(path + ("partition",), "'partition' must be a whole number, 0 or more")
             partition = 0
-        return Arrival("message", at, self.line(path), topic=topic, value=item["value"], partition=partition)
+        key = item.get("key")
+        if key is not None and not isinstance(key, str):
+            self.fail(path + ("key",), "'key' must be text")
+            key = None
+        return Arrival("message", at, self.line(path), topic=topic, value=item["value"], partition=partition, key=key)
 
     def stubs(self, path: YamlPath, value: Any) -> dict[str, ActionStub]:
         """The `actions` stubs by activity id or action name."""

@@ -280,7 +280,7 @@ class MessageDispatcher:
                 by_topic[topic] = self.registry.for_topic(topic)
             try:
                 for definition in by_topic[topic]:
-                    key = correlation_key(definition, document)
+                    key = correlation_key(definition, document, message.key)
                     if key is not None:
                         keys.add((definition.id, key))
             except Exception as error:  # nothing is changed yet: dead-letter it on the spot
@@ -293,7 +293,7 @@ class MessageDispatcher:
     def _message(self, unit: UnitOfWork, message: IncomingMessage, document: dict[str, Any], result: BatchResult) -> None:
         for definition in self.registry.for_topic(message.coordinate.topic):
             try:
-                found = match(definition, document)
+                found = match(definition, document, message.key)
             except Exception as error:  # nothing is changed yet: dead-letter it on the spot
                 reason = str(error) if isinstance(error, ExpressionError) else error_text(error)
                 self._dead_letter(unit, message, f"trigger of {definition.id}: {reason}", result, definition.id)

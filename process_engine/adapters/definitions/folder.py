@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from process_engine.adapters.definitions.yaml_loader import definition_files, load_file
+from process_engine.domain.correlation_advice import correlation_warnings
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import DefinitionError, DefinitionErrors
 from process_engine.domain.extensions import Extensions
@@ -70,7 +71,9 @@ class DefinitionFolder:
             return
         self.state.errors.pop(path, None)
         self.state.good[path] = definition
-        log.info("loaded %s from %s", definition.id, path)
+        log.info("loaded %s v%s from %s", definition.id, definition.version, path)
+        for warning in correlation_warnings(definition):
+            log.warning("%s: warning: %s", path, warning)
 
     def _activate(self) -> None:
         by_id: dict[str, ProcessDefinition] = {}
