@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from process_engine import __version__
+from process_engine.cli_help import COMMANDS, epilog
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -75,10 +76,12 @@ def _instances(args: argparse.Namespace) -> int:
 
     with _store() as store:
         rows = store.find_instances(InstanceQuery(status=args.status, definition_id=args.definition, limit=args.limit))
-    print(f"{'id':36}  {'definition':24} {'status':10} {'activity':20} started")
+    print(f"{'id':36}  {'definition':24} {'status':10} {'activity':20} {'key':16} started")
     for instance in rows:
         started = instance.started_at.isoformat(timespec="seconds") if instance.started_at else "-"
-        print(f"{instance.id:36}  {instance.definition_id[:24]:24} {instance.status:10} {(instance.current_activity or '-')[:20]:20} {started}")
+        key = instance.correlation_key if instance.correlation_key is not None else "-"
+        print(f"{instance.id:36}  {instance.definition_id[:24]:24} {instance.status:10} "
+              f"{(instance.current_activity or '-')[:20]:20} {key[:16]:16} {started}")
     return 0
 
 
@@ -151,35 +154,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"process-engine {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    validate = commands.add_parser("validate", help="check definition files; exit 1 with file:line reasons on any error")
+
+    def command(name: str) -> argparse.ArgumentParser:
+        summary, description, _, _ = COMMANDS[name]
+        return commands.add_parser(name, help=summary, description=description, epilog=epilog(name),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    validate = command("validate")
     validate.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: processes/)")
     validate.set_defaults(handler=_validate)
-    commands.add_parser("run", help="run the service: consumer, timers, actions, HTTP").set_defaults(handler=_run)
-    commands.add_parser("migrate", help="apply migrations/ in order, idempotently").set_defaults(handler=_migrate)
-    instances = commands.add_parser("instances", help="list recent instances")
+    command("run").set_defaults(handler=_run)
+    command("migrate").set_defaults(handler=_migrate)
+    instances = command("instances")
     instances.add_argument("--status", choices=["running", "completed", "failed", "suspended", "cancelled"])
     instances.add_argument("--definition", help="only this definition id")
     instances.add_argument("--limit", type=int, default=50)
     instances.set_defaults(handler=_instances)
-    history = commands.add_parser("history", help="an instance's history, oldest first")
-    history.add_argument("instance_id")
+    history = command("history")
+    history.add_argument("instance_id", help="the full instance id, as `instances` lists it")
     history.set_defaults(handler=_history)
-    start = commands.add_parser("start", help="start an instance by hand")
-    start.add_argument("definition_id")
+    start = command("start")
+    start.add_argument("definition_id", help="the definition's id")
     start.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="a variable (JSON values are parsed)")
     start.set_defaults(handler=_start)
-    flow = commands.add_parser("test", help="run flow tests (*.test.yaml) in simulated time; exit 1 on any failure")
+    flow = command("test")
     flow.add_argument("paths", nargs="*", metavar="PATH", help="test files or folders (default: processes/)")
     flow.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     flow.add_argument("--definitions", metavar="PATH", help="where to find definitions not beside the test file")
     flow.set_defaults(handler=_flow_test)
-    replay = commands.add_parser("replay", help="dry-run definitions over recorded messages (JSON lines); actions not executed")
+    replay = command("replay")
     replay.add_argument("--from", dest="from_file", required=True, metavar="FILE", help="recorded messages, one JSON object per line")
     replay.add_argument("paths", nargs="*", metavar="PATH", help="definition files or folders (default: processes/)")
     replay.add_argument("--json", dest="json_output", action="store_true", help="print the report as JSON")
     replay.set_defaults(handler=_replay)
-    dev = commands.add_parser("dev", help="the whole stack on this machine, no Docker: broker, database, MQTT, "
-                              "engine and a telemetry simulator")
+    dev = command("dev")
     dev.add_argument("--keep", action="store_true", help="keep the temporary data (PostgreSQL, logs) on exit")
     dev.add_argument("--definitions", default="processes/", metavar="PATH", help="definitions to run (default: processes/)")
     dev.add_argument("--http-addr", metavar="HOST:PORT", help="HTTP API address (default 127.0.0.1:8080, "
@@ -192,11 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script: errors a user can fix are one line, not a traceback."""
-    from process_engine.domain.errors import ProcessEngineError
+    from process_engine.domain.errors import ProcessEngineError, StoreUnavailable
 
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except StoreUnavailable as error:
+        print(f"error: {error}; check DATABASE_URL and that PostgreSQL runs and accepts connections", file=sys.stderr)
+        return 2
     except ProcessEngineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

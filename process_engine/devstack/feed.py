@@ -61,7 +61,7 @@ class ActivityFeed:
         instance = step.instance
         records = [c for c in step.commands if isinstance(c, RecordHistory)]
         texts = [self._text(instance.id, instance.definition_id, record) for record in records]
-        prefix = f"{instance.definition_id[:24]:24} {str(instance.id)[:8]}"
+        prefix = f"{instance.definition_id[:24]:24} {instance.id}"  # whole: UUIDv7 prefixes repeat
         return [f"{_clock(r.at)}  {prefix}  {t}" for r, t in zip(records, texts, strict=True) if t]
 
     def _text(self, instance_id: str, definition_id: str, record: RecordHistory) -> str | None:

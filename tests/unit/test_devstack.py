@@ -150,10 +150,10 @@ def test_the_feed_prints_starts_actions_timers_and_ends() -> None:
     ))])
     lines = [line.split("  ", 1)[1].split() for line in out.getvalue().splitlines()]
     assert lines == [
-        ["temperature-control", "0f07639a", "started", "device_id=hp-2", "temperature=27.5", "threshold=25.0"],
-        ["temperature-control", "0f07639a", "done", "activate_cooling:", "mqtt_publish", "home/heatpump/control"],
-        ["temperature-control", "0f07639a", "timer", "fired", "wait_recheck"],
-        ["temperature-control", "0f07639a", "completed"],
+        ["temperature-control", "0f07639a-aaaa", "started", "device_id=hp-2", "temperature=27.5", "threshold=25.0"],
+        ["temperature-control", "0f07639a-aaaa", "done", "activate_cooling:", "mqtt_publish", "home/heatpump/control"],
+        ["temperature-control", "0f07639a-aaaa", "timer", "fired", "wait_recheck"],
+        ["temperature-control", "0f07639a-aaaa", "completed"],
     ]
 
 

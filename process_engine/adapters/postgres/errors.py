@@ -55,6 +55,7 @@ def translate(what: str, error: psycopg.Error, unique_is_conflict: bool = False)
 def _describe(error: psycopg.Error) -> str:
     """The server's primary message plus the constraint, or the client's message."""
     diag = getattr(error, "diag", None)
-    message = (diag.message_primary if diag is not None else None) or str(error).strip()
+    message = (diag.message_primary if diag is not None else None) or str(error)
+    message = " ".join(message.split())  # libpq's messages span lines; a log line should not
     constraint = diag.constraint_name if diag is not None else None
     return f"{message} [{constraint}]" if constraint else message

@@ -60,6 +60,10 @@ class PostgresInstanceStore:
         Raises:
             StoreUnavailable: the server could not be reached within `timeout` seconds.
         """
+        what = f"connecting to PostgreSQL at {_where(conninfo)}"
+        # One direct attempt first: a refused or unresolvable server fails at once with
+        # its reason, where the pool would retry in silence until the timeout.
+        _raise_connect_reason(what, conninfo, timeout)
         pool = ConnectionPool(
             conninfo,
             min_size=min_size,
@@ -70,7 +74,6 @@ class PostgresInstanceStore:
             open=False,
             name="process-engine",
         )
-        what = f"connecting to PostgreSQL at {_where(conninfo)}"
         try:
             with translated(what):
                 pool.open(wait=True, timeout=timeout)
