@@ -28,6 +28,7 @@ from process_engine.devstack.servers import (
 from process_engine.devstack.simulator import Simulator
 
 if TYPE_CHECKING:
+    from process_engine.adapters.definitions.folder import FolderEvent
     from process_engine.app import Engine
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:8080"
@@ -146,6 +147,7 @@ def _run_engine(stack: DevStack) -> int:
 def _ready(stack: DevStack, engine: Engine) -> None:
     """The engine runs: start the feed, the simulator and the definition sync, then say where to look."""
     engine.step_listeners.append(ActivityFeed(sourced=lambda definition_id: _sourced(engine, definition_id)))
+    engine.folder.listeners.append(lambda event: say(reload_text(stack, event)))
     bound = getattr(engine, "http_port", None)
     if bound:
         stack.http_addr = f"{stack.http_addr.rpartition(':')[0]}:{bound}"
@@ -154,6 +156,40 @@ def _ready(stack: DevStack, engine: Engine) -> None:
     if stack.fast is not None:
         _thread(stack, "fast-timer-sync", _sync_loop, stack.fast, stack.stop)
     say(banner(stack))
+
+
+def users_file(stack: DevStack, path: Path | str) -> Path:
+    """The user's own file behind the engine's copy (the same file without fast timers)."""
+    path = Path(path)
+    if stack.fast is None:
+        return path
+    try:
+        relative = path.relative_to(stack.fast.target)
+    except ValueError:
+        return path
+    return stack.source if stack.source.is_file() else stack.source / relative
+
+
+def reload_text(stack: DevStack, event: FolderEvent) -> str:
+    """What a reload did, naming the user's file: loaded (with its fast timers), invalid or removed."""
+    source = users_file(stack, event.path)
+    if event.kind == "invalid":
+        return "\n".join(f"{source}{f':{e.line}' if e.line else ''}: {e.reason} (not loaded; the previous version, "
+                         f"if any, stays active)" for e in event.errors)
+    if event.kind == "removed":
+        return f"removed {source}: its definition starts nothing more"
+    definition = event.definition
+    lines = [f"loaded {definition.id} v{definition.version} from {source}"]
+    if stack.fast is not None:
+        changes = stack.fast.changes.get(str(event.path.relative_to(stack.fast.target)), [])
+        lines.append(f"  fast timers: {', '.join(changes)}" if changes else "  fast timers: none to scale")
+    lines += [f"  warning: {warning}" for warning in event.warnings]
+    topic = definition.trigger.topic if definition.trigger.is_topic else None
+    if topic and topic not in stack.topics:
+        create_topics(stack.kafka.bootstrap, [topic])
+        stack.topics.append(topic)
+        lines.append(f"  created topic {topic} (no simulated data: produce to it yourself)")
+    return "\n".join(lines)
 
 
 def _sourced(engine: Engine, definition_id: str) -> set[str]:
@@ -306,6 +342,10 @@ def banner(stack: DevStack) -> str:
         "Try this:",
         f'  psql {stack.database_url} -c "{TRY_SQL}"',
         f"  DATABASE_URL={stack.database_url} {_console_script()} instances",
+        f"  DATABASE_URL={stack.database_url} PROCESS_DEFINITIONS_PATH={stack.definitions} {_console_script()} start ID --var k=v",
+        f"{'':4}(the engine's own definitions{', with fast timers' if stack.fast else ''}: the same version it runs)",
+        "",
+        f"Edit files in {stack.source}: each reload prints what it loaded, or the file:line of what is wrong.",
         "",
         "Activity (instances starting and ending, actions done, timers firing):",
     ])

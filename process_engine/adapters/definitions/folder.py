@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from process_engine.adapters.definitions.yaml_loader import definition_files, load_file
@@ -27,6 +27,17 @@ class FolderState:
     errors: dict[Path, list[DefinitionError]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FolderEvent:
+    """What one scan did with one file: `loaded` (with its definition), `invalid` (with its errors) or `removed`."""
+
+    kind: str
+    path: Path
+    definition: ProcessDefinition | None = None
+    errors: tuple[DefinitionError, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
 class DefinitionFolder:
     """Loads `*.yaml` definitions from a folder into the registry and follows changes."""
 
@@ -36,6 +47,8 @@ class DefinitionFolder:
         self.extensions = extensions
         self.state = FolderState()
         self._lock = threading.Lock()
+        # Told about every file a scan loads, rejects or loses (`process-engine dev` prints them).
+        self.listeners: list[Callable[[FolderEvent], None]] = []
 
     def scan(self) -> bool:
         """Reload what changed; returns True when the active set was rebuilt.
@@ -48,19 +61,20 @@ class DefinitionFolder:
             stamps = {p: _stamp(p) for p in files}
             if stamps == self.state.stamps:
                 return False
-            for path in files:
-                if self.state.stamps.get(path) != stamps[path]:
-                    self._load(path)
+            events = [self._load(path) for path in files if self.state.stamps.get(path) != stamps[path]]
             for gone in set(self.state.good) - set(files):
                 log.info("definition file removed: %s", gone)
                 self.state.good.pop(gone)
+                events.append(FolderEvent("removed", gone))
             for gone in set(self.state.errors) - set(files):
                 self.state.errors.pop(gone)
             self.state.stamps = stamps
             self._activate()
+            for event in events:
+                self._tell(self._registered(event))
             return True
 
-    def _load(self, path: Path) -> None:
+    def _load(self, path: Path) -> FolderEvent:
         try:
             definition = load_file(path, self.extensions)
         except DefinitionErrors as failure:
@@ -68,12 +82,30 @@ class DefinitionFolder:
             kept = " (previous version stays active)" if path in self.state.good else ""
             for error in failure.errors:
                 log.error("invalid definition%s: %s", kept, error.location_text())
-            return
+            return FolderEvent("invalid", path, errors=tuple(failure.errors))
         self.state.errors.pop(path, None)
         self.state.good[path] = definition
-        log.info("loaded %s v%s from %s", definition.id, definition.version, path)
-        for warning in correlation_warnings(definition):
+        warnings = tuple(correlation_warnings(definition))
+        for warning in warnings:
             log.warning("%s: warning: %s", path, warning)
+        return FolderEvent("loaded", path, definition=definition, warnings=warnings)
+
+    def _registered(self, event: FolderEvent) -> FolderEvent:
+        """A loaded file's event with the version the registry stored it under."""
+        if event.definition is None:
+            return event
+        active = self.registry.current(event.definition.id)
+        if active is None or active.content_hash != event.definition.content_hash:
+            return event  # a duplicate id: the first file's definition stays
+        log.info("loaded %s v%s from %s", active.id, active.version, event.path)
+        return replace(event, definition=active)
+
+    def _tell(self, event: FolderEvent) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not stop the scan
+                log.exception("definition folder listener failed on %s", event.path)
 
     def _activate(self) -> None:
         by_id: dict[str, ProcessDefinition] = {}
