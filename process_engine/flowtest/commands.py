@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from process_engine.adapters.definitions.yaml_loader import TEST_SUFFIX, LoadResult, load_paths
@@ -46,7 +47,9 @@ def test_command(paths: list[str], junit: str | None, definitions_path: str | No
     results: list[CaseResult] = []
     with quiet_engine_logs():
         for file in files:
-            for result in run_test_file(file, finder):
+            for number, result in enumerate(run_test_file(file, finder)):
+                if number == 0 and result.definition_file:
+                    print(f"{result.file}: {result.definition_id} from {result.definition_file}", flush=True)
                 print("\n".join(result_lines(result)), flush=True)
                 results.append(result)
     print(summary_line(results))
@@ -127,7 +130,7 @@ def run_test_file(path: Path, finder: DefinitionFinder) -> list[CaseResult]:
         where = f"{spec.path}:{spec.definition_line}" if spec.definition_line else spec.path
         reason = f"{where}: definition '{spec.definition_id}' not found; searched: {searched[0] if searched else 'nothing'}"
         return [CaseResult(spec.path, spec.definition_id, None, errors=[reason, *searched[1:]])]
-    return [run_test(spec, case, definition) for case in spec.tests]
+    return [replace(run_test(spec, case, definition), definition_file=definition.source_file) for case in spec.tests]
 
 
 def run_test(spec: FlowTestFile, case: FlowTest, definition: ProcessDefinition) -> CaseResult:

@@ -37,6 +37,7 @@ class CaseResult:
     mismatches: list[Mismatch] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # `file:line: reason` lines
     seconds: float = 0.0
+    definition_file: str | None = None  # the definition the test ran against
 
     @property
     def passed(self) -> bool:
@@ -129,12 +130,41 @@ def _lines(name: str, value: Any, expected: Any) -> list[str]:
 
 
 def _listed(expectation: Expectation, actual: list[dict[str, Any]]) -> list[Mismatch]:
-    """Actions or timers: the same number, in order, each matching on the keys given."""
+    """Actions or timers: the same number, in order, each matching on the keys given.
+
+    With the same number, each entry that differs is told field by field; otherwise
+    the lists are diffed whole, since entries cannot be paired up.
+    """
     expected = expectation.value
-    if len(actual) == len(expected) and all(map(matches, actual, expected)):
-        return []
+    if len(actual) == len(expected):
+        return [
+            Mismatch(f"{expectation.name}[{n}] ({_who(e)}) {path}", expectation.line, [render(want)], [got])
+            for n, (a, e) in enumerate(zip(actual, expected), start=1)
+            for path, want, got in differences(a, e)
+        ]
     shown = [render(project(a, e)) for a, e in zip(actual, expected)] + [render(a) for a in actual[len(expected):]]
     return [Mismatch(expectation.name, expectation.line, [render(e) for e in expected], shown)]
+
+
+def differences(actual: Any, expected: Any, path: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted path, expected, actual as text) for each field of `expected` that `actual` does not match."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        found = []
+        for key, want in expected.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key not in actual:
+                found.append((where, want, "(not set)"))
+            else:
+                found.extend(differences(actual[key], want, where))
+        return found
+    if matches(actual, expected):
+        return []
+    return [(path or "value", expected, render(actual))]
+
+
+def _who(entry: Any) -> str:
+    """How a listed entry is named in a mismatch: its activity, or its position."""
+    return f"activity {entry['activity']}" if isinstance(entry, dict) and "activity" in entry else "entry"
 
 
 def action_entries(outcome: Outcome) -> list[dict[str, Any]]:
