@@ -16,7 +16,7 @@ from tests.integration.engine_harness import engine_settings, seed_copy, telemet
 pytestmark = pytest.mark.integration
 
 
-def test_the_engine_waits_for_a_late_broker(database_url, mqtt_url, tmp_path: Path) -> None:
+def test_the_engine_waits_for_a_late_broker(database_url, mqtt_url, tmp_path: Path, caplog) -> None:
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     topic = unique("heatpump")
@@ -28,6 +28,11 @@ def test_the_engine_waits_for_a_late_broker(database_url, mqtt_url, tmp_path: Pa
     try:
         wait_until(lambda: engine.consumer.broker_error, 20, "the consumer to report the missing broker")
         assert not engine.consumer.assigned
+        said = wait_until(lambda: [r for r in caplog.records if r.name == "process_engine.consumer" and "kafka:" in r.getMessage()],
+                          20, "the consumer's warning")
+        # One line that names the setting, not a multi-line error or one per connection attempt.
+        assert len(said) == 1 and "\n" not in said[0].getMessage()
+        assert said[0].getMessage().endswith(f"check REDPANDA_BROKERS={bootstrap} and that the broker runs (retrying)")
         broker = KafkaBroker(tmp_path, port=port).start()
         create_topic(bootstrap, topic)
         wait_until(lambda: engine.consumer.assigned, 60, "the consumer to join once the broker is up")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from process_engine.ports import IncomingMessage, MessageCoordinate
 from process_engine.runtime.dispatcher import BatchResult, Dispatcher, PreparedBatch
 from process_engine.runtime.registry import DefinitionRegistry
 
+ERROR_REPEAT_SECONDS = 30.0
 log = logging.getLogger("process_engine.consumer")
 CRASH_AFTER_DB_COMMIT_ENV = "PROCESS_ENGINE_CRASH_AFTER_DB_COMMIT"
 CRASH_EXIT_CODE = 70
@@ -48,6 +50,7 @@ class ConsumerSettings:
     poll_timeout: float = 0.2
     security: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    setting: str = "REDPANDA_BROKERS"  # named in errors: where the user fixes the address
 
     def librdkafka(self) -> dict[str, Any]:
         """The consumer configuration."""
@@ -108,6 +111,8 @@ class TriggerConsumer:
         self.consumer: Consumer | None = None
         self.subscribed: frozenset[str] = frozenset()
         self.broker_error: str | None = None
+        self._error_said: float | None = None
+        self._errors_unsaid = 0
         self.assigned: list[TopicPartition] = []
         self.batches = 0
         self._in_flight: _InFlight | None = None
@@ -120,9 +125,18 @@ class TriggerConsumer:
         self.crash_after_db_commit = os.environ.get(CRASH_AFTER_DB_COMMIT_ENV) == "1"
 
     def _error(self, error: KafkaError) -> None:
-        # librdkafka retries on its own; remember the last error for readiness and logs.
+        # librdkafka retries on its own, reporting every failed attempt: remember the last
+        # error for readiness, and say it once per ERROR_REPEAT_SECONDS, not per attempt.
         self.broker_error = str(error)
-        log.warning("kafka: %s", error)
+        now = time.monotonic()
+        if self._error_said is not None and now - self._error_said < ERROR_REPEAT_SECONDS:
+            self._errors_unsaid += 1
+            return
+        repeated = f" ({self._errors_unsaid} more since the last report)" if self._errors_unsaid else ""
+        text = error.str() if isinstance(error, KafkaError) else str(error)
+        log.warning("kafka: %s%s; check %s=%s and that the broker runs (retrying)", " ".join(text.split()),
+                    repeated, self.settings.setting, self.settings.bootstrap_servers)
+        self._error_said, self._errors_unsaid = now, 0
 
     def _open(self) -> Consumer:
         config = self.settings.librdkafka()
