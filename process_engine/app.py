@@ -39,6 +39,7 @@ from process_engine.settings import DEFAULT_NOTIFY_TARGET, Settings
 
 log = logging.getLogger("process_engine")
 ACTIVITY_ENTRY_POINTS = "process_engine.activities"
+COMPENSATION_ENTRY_POINTS = "process_engine.compensations"
 # Actions that are local and cheap run inside the step, saving an outbox round trip.
 INLINE_ACTIONS = ("log",)
 # Readiness asks the broker at most this often; probes in between get the cached answer.
@@ -52,15 +53,30 @@ def custom_activity_types(entry_points: Iterable[importlib.metadata.EntryPoint] 
     has `execute(options, variables) -> dict` (pure: it runs inside the walker) and may
     have `validate(options) -> list[str]`.
     """
+    return _plug_ins("activity type", ACTIVITY_ENTRY_POINTS, entry_points)
+
+
+def custom_compensation_handlers(entry_points: Iterable[importlib.metadata.EntryPoint] | None = None) -> dict[str, Any]:
+    """Compensation handlers plugged in through the `process_engine.compensations` entry point group.
+
+    What each returns has `compensate(context) -> {"action": name, "config": {...}} or None`
+    (pure: it runs inside the walker; the context holds the activity, its action, the
+    handler's options, the variables and the action's result) and may have
+    `validate(options) -> list[str]`.
+    """
+    return _plug_ins("compensation handler", COMPENSATION_ENTRY_POINTS, entry_points)
+
+
+def _plug_ins(kind: str, group: str, entry_points: Iterable[importlib.metadata.EntryPoint] | None) -> dict[str, Any]:
     if entry_points is None:
-        entry_points = importlib.metadata.entry_points(group=ACTIVITY_ENTRY_POINTS)
-    types = {}
+        entry_points = importlib.metadata.entry_points(group=group)
+    found = {}
     for entry_point in entry_points:
         try:
-            types[entry_point.name] = entry_point.load()()
+            found[entry_point.name] = entry_point.load()()
         except Exception as error:
-            raise ConfigError(f"activity type {entry_point.name} = {entry_point.value} failed to load: {error}") from error
-    return types
+            raise ConfigError(f"{kind} {entry_point.name} = {entry_point.value} failed to load: {error}") from error
+    return found
 
 
 def definition_extensions(actions: ActionRegistry | None = None) -> Extensions:
@@ -69,7 +85,7 @@ def definition_extensions(actions: ActionRegistry | None = None) -> Extensions:
         actions = builtin_registry(notify_default_target=DEFAULT_NOTIFY_TARGET)
         actions.load_entry_points()
     checks = {name: (lambda config, name=name: actions.validate(name, config)) for name in actions.names()}
-    return Extensions(actions=checks, activity_types=custom_activity_types())
+    return Extensions(actions=checks, activity_types=custom_activity_types(), compensation_handlers=custom_compensation_handlers())
 
 
 def inline_runner(

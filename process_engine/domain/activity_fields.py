@@ -3,37 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
+from process_engine.domain.compensation_fields import read_compensate
 from process_engine.domain.definition import RetryPolicy
-from process_engine.domain.expressions import Expression
-from process_engine.domain.extensions import Extensions
-from process_engine.domain.templates import Template
-
-Path = tuple[Any, ...]
-
-
-class FieldBuilder(Protocol):
-    """What a reader needs of the builder: compile pieces, record problems."""
-
-    extensions: Extensions
-
-    def fail(self, path: Path, reason: str) -> None:
-        """Record a problem at `path`."""
-
-    def expression(self, path: Path, text: Any) -> Expression | None:
-        """Compile an expression, or record why not."""
-
-    def duration(self, path: Path, text: Any) -> timedelta | None:
-        """Parse a duration, or record why not."""
-
-    def template(self, path: Path, value: Any) -> Template | None:
-        """Compile a config template, or record why not."""
-
-    def text(self, mapping: Mapping[str, Any], key: str, path: Path, required: bool = True) -> str | None:
-        """A string field, or record why not."""
-
+from process_engine.domain.field_builder import FieldBuilder, Path
 
 Reader = Callable[[FieldBuilder, Mapping[str, Any], Path, str], dict[str, Any]]
 
@@ -43,7 +17,8 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "end": frozenset(),
     "join": frozenset(),
     "decision": frozenset({"condition", "true_path", "false_path"}),
-    "service": frozenset({"action", "config", "retry", "on_error"}),
+    "service": frozenset({"action", "config", "retry", "on_error", "compensate"}),
+    "compensate": frozenset(),
     "timer": frozenset({"duration", "until"}),
     "wait": frozenset({"condition", "timeout", "timeout_path"}),
     "set": frozenset({"set"}),
@@ -98,6 +73,7 @@ def _service(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activit
         "config": builder.template(path + ("config",), dict(config)),
         "retry": _retry(builder, item.get("retry"), path + ("retry",)),
         "on_error": builder.text(item, "on_error", path, required=False),
+        "compensate": read_compensate(builder, item.get("compensate"), path + ("compensate",)),
     }
 
 
@@ -199,4 +175,5 @@ FIELD_READERS: dict[str, Reader] = {
     "wait": _wait,
     "set": _set,
     "parallel": _parallel,
+    "compensate": _plain("compensate"),
 }

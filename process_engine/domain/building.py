@@ -31,7 +31,7 @@ from process_engine.domain.jsonpaths import JsonPath, compile_jsonpath
 from process_engine.domain.templates import Template, compile_template
 
 BUILT_IN_TYPES = frozenset(
-    {"start", "end", "decision", "service", "timer", "wait", "set", "parallel", "join"}
+    {"start", "end", "decision", "service", "timer", "wait", "set", "parallel", "join", "compensate"}
 )
 Path = tuple[Any, ...]
 

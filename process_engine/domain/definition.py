@@ -58,6 +58,17 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Compensation:
+    """How a completed service activity is undone: an action with its config, or a plug-in handler."""
+
+    action: str | None = None
+    config: Template | None = None
+    handler_name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    handler: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Activity:
     """One node of the activity graph. `next` is already resolved (implicit next applied)."""
 
@@ -74,6 +85,7 @@ class Activity:
     config: Template | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_error: str | None = None
+    compensate: Compensation | None = None
     # timer
     duration: timedelta | None = None
     until: Expression | None = None

@@ -15,4 +15,5 @@ class Extensions:
         default_factory=dict
     )
     activity_types: Mapping[str, Any] = field(default_factory=dict)
+    compensation_handlers: Mapping[str, Any] = field(default_factory=dict)
     check_actions: bool = True

@@ -17,6 +17,8 @@ WAIT_TIMER = "timer"  # a timer activity, or a retry backoff
 WAIT_ACTION = "action"  # a service action's outcome
 WAIT_CONDITION = "condition"  # a wait activity's condition
 WAIT_JOIN = "join"  # the other branches at a join
+WAIT_COMPENSATION = "compensation"  # a compensation action's outcome
+WAIT_COMPENSATED = "compensated"  # a `compensate` activity: every pending compensation to finish
 
 
 class Token(NamedTuple):
@@ -87,6 +89,11 @@ class InstanceState:
     next_token: int = 1
     visits: dict[str, int] = field(default_factory=dict)
     parked: tuple[dict[str, Any], ...] = ()  # events that arrived while suspended
+    # Completed service activities that can be undone, in completion order:
+    # {"activity", "visit", "action", "config", "result", "status": pending|done|failed}.
+    compensations: tuple[dict[str, Any], ...] = ()
+    # While compensations run: {"end": "cancelled"|"failed"|None, "reason", "token"}; None otherwise.
+    compensating: dict[str, Any] | None = None
     version: int = 0  # optimistic-concurrency version, owned by the store
     state_version: int = STATE_VERSION
 
@@ -120,6 +127,8 @@ class InstanceState:
             "visits": dict(self.visits),
             "error": self.error,
             "parked": list(self.parked),
+            **({"compensations": list(self.compensations)} if self.compensations else {}),
+            **({"compensating": self.compensating} if self.compensating is not None else {}),
         }
 
     @classmethod
@@ -153,6 +162,8 @@ class InstanceState:
             next_token=int(state.get("next_token", 1)),
             visits=dict(state.get("visits", {})),
             parked=tuple(state.get("parked", ())),
+            compensations=tuple(state.get("compensations", ())),
+            compensating=state.get("compensating"),
             version=int(version),
         )
 

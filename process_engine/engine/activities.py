@@ -10,6 +10,7 @@ from process_engine.domain.definition import Activity
 from process_engine.domain.errors import ExpressionError
 from process_engine.domain.expressions import Expression
 from process_engine.domain.instance import WAIT_ACTION, WAIT_CONDITION, WAIT_JOIN, WAIT_TIMER, Token
+from process_engine.engine import compensation
 from process_engine.engine.commands import CancelTimer, RunAction, ScheduleTimer
 from process_engine.engine.run import Run
 
@@ -199,6 +200,7 @@ def to_datetime(value: Any) -> datetime:
 
 
 HANDLERS: dict[str, Callable[[Run, Activity, Token], None]] = {
+    "compensate": compensation.begin_activity,
     "start": _start,
     "end": _end,
     "decision": _decision,

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from process_engine.domain.definition import ProcessDefinition
-from process_engine.domain.instance import InstanceState, Token, state_of
+from process_engine.domain.instance import WAIT_COMPENSATION, InstanceState, Token, state_of
 from process_engine.engine.commands import (
     CancelTimer,
     Command,
@@ -35,6 +35,8 @@ class Run:
         self.error = instance.error
         self.completed_at = instance.completed_at
         self.parked = list(instance.parked)
+        self.compensations = list(instance.compensations)
+        self.compensating = instance.compensating
         self.commands: list[Command] = []
         self.ready: deque[str] = deque()
         self.executed = 0
@@ -94,9 +96,35 @@ class Run:
         self.emit(InstanceCompleted(self.now))
 
     def fail(self, activity_id: str | None, reason: str) -> None:
-        """Stop the instance as failed, with the reason in its history."""
-        if self.status != "running":
+        """Stop the instance as failed, with the reason in its history.
+
+        With completed activities to undo, their compensations run first (the walker
+        sees `compensating` and requests them); the instance fails after the last.
+        """
+        if self.status != "running" or (self.compensating is not None and self.compensating["end"] is not None):
             return
+        if self.compensating is not None or self.pending_compensations():
+            self.end_after_compensation("failed", reason, activity_id)
+            return
+        self.finish_failed(activity_id, reason)
+
+    def pending_compensations(self) -> list[dict[str, Any]]:
+        """The completed activities not undone yet, last completed first."""
+        return [entry for entry in reversed(self.compensations) if entry["status"] == "pending"]
+
+    def end_after_compensation(self, end: str, reason: str, activity_id: str | None = None) -> None:
+        """Stop the work, undo what was done, then end as `end` (cancelled or failed)."""
+        self.drop_timers()
+        for token in list(self.tokens.values()):
+            if token.waiting != WAIT_COMPENSATION:  # the compensation in flight goes on
+                self.remove(token)
+        self.ready.clear()
+        self.status = "running"
+        self.parked.clear()
+        self.compensating = {"end": end, "reason": reason, "activity": activity_id, "token": None}
+
+    def finish_failed(self, activity_id: str | None, reason: str) -> None:
+        """The failure itself: timers dropped, status, history, the command."""
         self.drop_timers()
         self.status = "failed"
         self.error = reason
@@ -111,5 +139,6 @@ class Run:
         return state_of(
             instance.id, instance.definition_id, instance.definition_version, self.status, self.variables,
             tuple(self.tokens.values()), instance.correlation_key, instance.started_at, self.completed_at,
-            self.error, self.next_token, self.visits, tuple(self.parked), instance.version, instance.state_version,
+            self.error, self.next_token, self.visits, tuple(self.parked), tuple(self.compensations), self.compensating,
+            instance.version, instance.state_version,
         )

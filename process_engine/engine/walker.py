@@ -12,8 +12,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from process_engine.domain.definition import Activity, ProcessDefinition
-from process_engine.domain.instance import STATE_VERSION, WAIT_ACTION, WAIT_CONDITION, WAIT_TIMER, InstanceState, state_of
-from process_engine.engine import activities
+from process_engine.domain.instance import (
+    STATE_VERSION,
+    WAIT_ACTION,
+    WAIT_COMPENSATION,
+    WAIT_CONDITION,
+    WAIT_TIMER,
+    InstanceState,
+    state_of,
+)
+from process_engine.engine import activities, compensation
 from process_engine.engine.commands import Command
 from process_engine.engine.events import (
     ActionFailed,
@@ -52,6 +60,8 @@ def advance(
     else:
         _apply(run, event)
     _walk(run)
+    while compensation.proceed(run):  # a `compensate` activity finished: its token walks on
+        _walk(run)
     return run.freeze(), run.commands
 
 
@@ -61,7 +71,7 @@ def new_instance(definition: ProcessDefinition, event: Start, now: datetime) -> 
     variables.update(event.variables)
     return state_of(
         event.instance_id, definition.id, definition.version, "running", variables, (), event.correlation_key,
-        now, None, None, 1, {}, (), 0, STATE_VERSION,
+        now, None, None, 1, {}, (), (), None, 0, STATE_VERSION,
     )
 
 
@@ -141,9 +151,13 @@ def _timer_fired(run: Run, event: TimerFired) -> None:
 
 def _action_succeeded(run: Run, event: ActionSucceeded) -> None:
     token = run.tokens.get(event.token_id)
+    if token is not None and token.waiting == WAIT_COMPENSATION and token.attempt == event.attempt:
+        compensation.outcome(run, token, True, event.result)
+        return
     if token is None or token.waiting != WAIT_ACTION or token.attempt != event.attempt:
         return
     activity = run.definition.activities[token.activity_id]
+    compensation.remember(run, activity, token, event.result)
     data = {"attempt": event.attempt}
     if event.result is not None:
         data["result"] = event.result
@@ -152,6 +166,9 @@ def _action_succeeded(run: Run, event: ActionSucceeded) -> None:
 
 def _action_failed(run: Run, event: ActionFailed) -> None:
     token = run.tokens.get(event.token_id)
+    if token is not None and token.waiting == WAIT_COMPENSATION and token.attempt == event.attempt:
+        compensation.outcome(run, token, False, event.error)
+        return
     if token is None or token.waiting != WAIT_ACTION or token.attempt != event.attempt:
         return
     activity = run.definition.activities[token.activity_id]
@@ -183,6 +200,8 @@ def _control(run: Run, event: Cancel | Fail | Suspend | Resume | Retry) -> None:
         run.parked.clear()
         run.fail(None, event.reason)
     elif isinstance(event, Cancel) and run.status in ("running", "suspended"):
+        if compensation.cancel(run, event.reason):
+            return  # the instance is cancelled once its completed activities are undone
         run.drop_timers()
         run.status = "cancelled"
         run.completed_at = run.now

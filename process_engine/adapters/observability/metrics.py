@@ -71,6 +71,10 @@ class EngineMetrics:
         )
         self.action_attempts = Counter("process_engine_action_attempts", "Service action attempts.", ["action"], registry=r)
         self.action_failures = Counter("process_engine_action_failures", "Service action attempts that failed.", ["action"], registry=r)
+        self.compensations = Counter(
+            "process_engine_compensations", "Compensations whose outcome arrived, by definition and outcome (done, failed).",
+            ["definition", "outcome"], registry=r,
+        )
         self.consumer_lag = Gauge(
             "process_engine_consumer_lag", "Messages not yet committed, per assigned partition.", ["topic", "partition"], registry=r
         )
@@ -92,6 +96,8 @@ class EngineMetrics:
         latencies: dict[str, list[float]] = {}
         for step in steps:
             instance = step.instance
+            if instance.compensations:  # rare, so the commands are looked at only then
+                self._count_compensations(instance.definition_id, step.commands)
             if step.expected_version is None:
                 # A queued instance is counted when it is created: its later start is not a new instance.
                 started[instance.definition_id] = started.get(instance.definition_id, 0) + 1
@@ -119,6 +125,11 @@ class EngineMetrics:
             histogram = self.completion_latency.labels(definition_id)
             for value in seconds:
                 histogram.observe(value)
+
+    def _count_compensations(self, definition_id: str, commands: Sequence[Any]) -> None:
+        for command in commands:
+            if isinstance(command, RecordHistory) and command.event_type in ("compensated", "compensation_failed"):
+                self.compensations.labels(definition_id, "done" if command.event_type == "compensated" else "failed").inc()
 
     @never_raises
     def batch_done(self, result: Any, count: int, seconds: float) -> None:
