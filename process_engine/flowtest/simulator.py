@@ -19,7 +19,7 @@ from process_engine.adapters.memory.store import MemoryInstanceStore
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import DefinitionError, ProcessEngineError
 from process_engine.domain.instance import InstanceState
-from process_engine.engine import ActionFailed, ActionSucceeded, VariablesRefreshed
+from process_engine.engine import ActionFailed, ActionSucceeded, Cancel, VariablesRefreshed
 from process_engine.engine.commands import RecordHistory, RunAction, ScheduleTimer
 from process_engine.flowtest.spec import ActionStub, Arrival, FlowTest
 from process_engine.ports import IncomingMessage, MessageCoordinate, PendingAction, Step
@@ -174,6 +174,15 @@ class Simulator:
                 self.dispatcher.control(instance_id, VariablesRefreshed(dict(variables)), cause="flowtest")
         self._settle()
 
+    def cancel(self, number: int, at: datetime) -> None:
+        """Cancel instance `number` (1-based, in start order) at `at`, as the API does."""
+        self.advance_to(at)
+        ids = list(self.records)
+        if number > len(ids):
+            raise SimulationError(f"cancel of instance {number}: only {len(ids)} instance(s) started so far")
+        self.dispatcher.control(ids[number - 1], Cancel("cancelled by the flow test"), cause="flowtest")
+        self._settle()
+
     def advance_to(self, until: datetime) -> None:
         """Move the clock to `until`, firing every timer that comes due on the way."""
         self._fire_due(until)
@@ -299,9 +308,12 @@ def run_case(case: FlowTest, definition: ProcessDefinition) -> Outcome:
 def _arrive(simulator: Simulator, definition: ProcessDefinition, arrival: Arrival, at: datetime) -> None:
     if arrival.kind == "start":
         simulator.start(definition.id, arrival.variables, at)
-    elif arrival.kind == "refresh":
+    elif arrival.kind in ("refresh", "cancel"):
         try:
-            simulator.refresh(arrival.variables, at, arrival.instance)
+            if arrival.kind == "refresh":
+                simulator.refresh(arrival.variables, at, arrival.instance)
+            else:
+                simulator.cancel(arrival.instance, at)
         except SimulationError as error:
             raise SimulationError(str(error), arrival.line) from None
     else:

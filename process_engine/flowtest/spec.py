@@ -23,7 +23,7 @@ DEFAULT_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TIMER_KINDS = ("timer", "wait_timeout", "retry")
 FILE_KEYS = {"definition", "tests"}
 TEST_KEYS = {"name", "start_at", "messages", "actions", "run_for", "expect"}
-MESSAGE_KEYS = {"at", "topic", "key", "value", "partition", "refresh", "start", "instance"}
+MESSAGE_KEYS = {"at", "topic", "key", "value", "partition", "refresh", "start", "cancel", "instance"}
 STUB_KEYS = {"fail", "error", "result"}
 TIMER_KEYS = {"instance", "activity", "kind", "after"}
 EXPECT_KEYS = ("instances", "path", "status", "current_activity", "variables", "actions", "timers", "dead_letters")
@@ -250,11 +250,17 @@ class _Reader:
         at = self.duration(path + ("at",), item["at"]) if "at" in item else previous
         if at is not None and at < previous:
             self.fail(path + ("at",), f"'at: {item['at']}' is earlier than the message before it ({format_duration(previous)})")
-        kinds = [kind for kind in ("value", "start", "refresh") if kind in item]
+        kinds = [kind for kind in ("value", "start", "refresh", "cancel") if kind in item]
         if len(kinds) != 1:
-            self.fail(path, "a message needs exactly one of 'value' (a message), 'start' (variables) or 'refresh' (variables)")
+            self.fail(path, "a message needs exactly one of 'value' (a message), 'start' (variables), "
+                            "'refresh' (variables) or 'cancel' (an instance number)")
             return None
         kind = kinds[0]
+        if kind == "cancel":
+            if not _positive(item["cancel"]):
+                self.fail(path + ("cancel",), "'cancel' is the number of the instance to cancel, from 1")
+                return None
+            return Arrival("cancel", at or previous, self.line(path), instance=item["cancel"])
         for key in ("topic", "partition") if kind != "value" else ():
             if key in item:
                 self.fail(path + (key,), f"'{key}' goes with 'value', not with '{kind}'")

@@ -179,3 +179,31 @@ def test_compensate_is_checked_when_the_definition_loads() -> None:
     text = BACKUP.replace("compensate: {action: mqtt_publish, config", "compensate: {action: mqtt_publsh, config", 1)
     with pytest.raises(DefinitionErrors, match="unknown action 'mqtt_publsh'"):
         load_text(text, "backup.yaml", extensions())
+
+
+def test_a_flow_test_cancels_an_instance_and_sees_the_compensations() -> None:
+    from process_engine.flowtest.report import compare
+    from process_engine.flowtest.simulator import run_case
+    from process_engine.flowtest.spec import parse_test_text
+
+    spec = parse_test_text(
+        """
+definition: backup-cooling
+tests:
+  - name: cancelled while holding
+    messages:
+      - {at: 0s, start: {}}
+      - {at: 5m, cancel: 1}
+    expect:
+      status: cancelled
+      actions:
+        - {activity: compressor_on, payload: {state: "on"}}
+        - {activity: fan_on, payload: {state: "on"}}
+        - {activity: report, action: log}
+        - {activity: fan_on, payload: {state: "off"}}
+        - {activity: compressor_on, payload: {state: "off"}}
+""",
+        "backup.test.yaml",
+    )
+    definition = load_text(BACKUP, "backup.yaml", extensions())
+    assert compare(spec.tests[0].expectations, run_case(spec.tests[0], definition)) == []
