@@ -160,6 +160,7 @@ class Engine:
             self.store, self.registry, clock=self.clock, new_id=new_event_id, inline_actions=inline,
             on_steps=self._steps_committed, on_batch=self.metrics.batch_done,
             limits=MessageLimits(max_bytes=settings.max_message_bytes),
+            refresh_interval=settings.history_refresh_interval,
         )
         self.folder = DefinitionFolder(settings.definitions_path, self.registry, self.extensions)
         self.timers = TimerService(self.store, self.dispatcher, clock=self.clock, on_fired=self.metrics.timers_fired)

@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
         (DATABASE, "REDPANDA_BROKERS or KAFKA_BOOTSTRAP_SERVERS (host:port,...)", "PROCESS_ENGINE_GROUP_ID",
          DEFINITIONS, "MQTT_URL (mqtt://user:pass@host:1883; empty turns MQTT off)",
          "PROCESS_ENGINE_HTTP_ADDR (default 0.0.0.0:8080)", "PROCESS_ENGINE_API_TOKEN", "MAX_MESSAGE_BYTES",
-         "LOG_LEVEL, LOG_FORMAT", "HISTORY_RETENTION, HISTORY_COMPRESS_AFTER",
+         "LOG_LEVEL, LOG_FORMAT", "HISTORY_RETENTION, HISTORY_COMPRESS_AFTER, HISTORY_REFRESH_INTERVAL (default 60s; 0s records every refresh)",
          "NOTIFY_CHANNEL_<NAME>, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*"),
         ("DATABASE_URL=postgresql://pe:pe@localhost/processes REDPANDA_BROKERS=localhost:9092 process-engine run",),
     ),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from process_engine.adapters.mqtt.publisher import MqttSettings
+from process_engine.domain.durations import parse_duration
 from process_engine.domain.errors import ConfigError
 from process_engine.runtime.message_decoding import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -37,6 +38,7 @@ class Settings:
     history_retention: str | None = None
     history_compress_after: str | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    history_refresh_interval: float = 60.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -71,6 +73,7 @@ class Settings:
             history_retention=environ.get("HISTORY_RETENTION") or None,
             history_compress_after=environ.get("HISTORY_COMPRESS_AFTER") or None,
             max_message_bytes=_positive_int(environ, "MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
+            history_refresh_interval=_seconds(environ, "HISTORY_REFRESH_INTERVAL", 60.0),
         )
 
 
@@ -104,6 +107,16 @@ def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...], def
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        return parse_duration(raw).total_seconds()
+    except ValueError:
+        raise ConfigError(f"{name} must be a duration such as 60s, 5m or 0s, got {raw!r}") from None
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:

@@ -94,6 +94,8 @@ class InstanceState:
     compensations: tuple[dict[str, Any], ...] = ()
     # While compensations run: {"end": "cancelled"|"failed"|None, "reason", "token"}; None otherwise.
     compensating: dict[str, Any] | None = None
+    # Per variable, the HISTORY_REFRESH_INTERVAL window of its last recorded change.
+    recorded: dict[str, int] = field(default_factory=dict)
     version: int = 0  # optimistic-concurrency version, owned by the store
     state_version: int = STATE_VERSION
 
@@ -129,6 +131,7 @@ class InstanceState:
             "parked": list(self.parked),
             **({"compensations": list(self.compensations)} if self.compensations else {}),
             **({"compensating": self.compensating} if self.compensating is not None else {}),
+            **({"recorded": dict(self.recorded)} if self.recorded else {}),
         }
 
     @classmethod
@@ -164,6 +167,7 @@ class InstanceState:
             parked=tuple(state.get("parked", ())),
             compensations=tuple(state.get("compensations", ())),
             compensating=state.get("compensating"),
+            recorded=dict(state.get("recorded", {})),
             version=int(version),
         )
 

@@ -23,6 +23,9 @@ class VariablesRefreshed:
 
     values: dict[str, Any]
     missing: tuple[str, ...] = ()
+    # HISTORY_REFRESH_INTERVAL in seconds: a variable's change is recorded in history once
+    # per interval of the instance's life (the first one); 0 records every change.
+    record_every: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

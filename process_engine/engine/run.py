@@ -37,6 +37,7 @@ class Run:
         self.parked = list(instance.parked)
         self.compensations = list(instance.compensations)
         self.compensating = instance.compensating
+        self.recorded = dict(instance.recorded)
         self.commands: list[Command] = []
         self.ready: deque[str] = deque()
         self.executed = 0
@@ -139,6 +140,6 @@ class Run:
         return state_of(
             instance.id, instance.definition_id, instance.definition_version, self.status, self.variables,
             tuple(self.tokens.values()), instance.correlation_key, instance.started_at, self.completed_at,
-            self.error, self.next_token, self.visits, tuple(self.parked), tuple(self.compensations), self.compensating,
+            self.error, self.next_token, self.visits, tuple(self.parked), tuple(self.compensations), self.compensating, self.recorded,
             instance.version, instance.state_version,
         )

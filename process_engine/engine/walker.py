@@ -71,7 +71,7 @@ def new_instance(definition: ProcessDefinition, event: Start, now: datetime) -> 
     variables.update(event.variables)
     return state_of(
         event.instance_id, definition.id, definition.version, "running", variables, (), event.correlation_key,
-        now, None, None, 1, {}, (), (), None, 0, STATE_VERSION,
+        now, None, None, 1, {}, (), (), None, {}, 0, STATE_VERSION,
     )
 
 
@@ -114,11 +114,16 @@ def _walk(run: Run) -> None:
 
 
 def _refresh(run: Run, event: VariablesRefreshed) -> None:
+    window = _history_window(run, event.record_every)
     for name, value in event.values.items():
         old = run.variables.get(name)
         if name in run.variables and old == value:
             continue
         run.variables[name] = value
+        if window is not None:
+            if run.recorded.get(name) == window:
+                continue  # told already in this interval: the instance row has the value
+            run.recorded[name] = window
         run.record(None, "variable_changed", f"{name}: {old!r} -> {value!r}", name=name, old=old, new=value)
     for name in event.missing:
         run.record(None, "variable_missing", f"source of variable '{name}' matched nothing in the message", name=name)
@@ -128,6 +133,14 @@ def _refresh(run: Run, event: VariablesRefreshed) -> None:
                 activities.recheck_wait(run, token)
             except activities.ExpressionError as error:
                 run.fail(token.activity_id, f"wait '{token.activity_id}': {error}")
+
+
+def _history_window(run: Run, every: float) -> int | None:
+    """Which HISTORY_REFRESH_INTERVAL of the instance's life `now` falls in; None records every change."""
+    started = run.instance.started_at
+    if every <= 0 or started is None:
+        return None
+    return int((run.now - started).total_seconds() // every)
 
 
 def _timer_fired(run: Run, event: TimerFired) -> None:

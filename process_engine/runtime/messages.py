@@ -91,6 +91,7 @@ class MessageDispatcher:
         retry: ConflictRetry = ConflictRetry(),
         on_steps: Callable[[list[Step]], None] | None = None,
         limits: MessageLimits = MessageLimits(),
+        refresh_interval: float = 0.0,
     ):
         self.store = store
         self.registry = registry
@@ -100,6 +101,7 @@ class MessageDispatcher:
         self.retry = retry
         self.on_steps = on_steps
         self.limits = limits
+        self.refresh_interval = refresh_interval  # HISTORY_REFRESH_INTERVAL, seconds (0: every change)
 
     # -- the unit-of-work loop ------------------------------------------------
     def _run(self, work: Callable[[UnitOfWork], Any]) -> tuple[Any, list[Step]]:
@@ -329,7 +331,7 @@ class MessageDispatcher:
             unit.apply(unit.definition_of(instance), instance, Cancel("restarted by a newer message"), cause)
         for instance_id in decided.refresh:
             instance = unit.load(instance_id)
-            unit.apply(unit.definition_of(instance), instance, VariablesRefreshed(found.variables, found.missing), cause)
+            unit.apply(unit.definition_of(instance), instance, VariablesRefreshed(found.variables, found.missing, self.refresh_interval), cause)
             result.refreshed += 1
         if not (decided.start or decided.queue):
             return

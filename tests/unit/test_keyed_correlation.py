@@ -124,3 +124,38 @@ def test_the_readme_shows_every_key_of_a_flow_test_file() -> None:
     assert spec.definition_id == "temperature-control" and spec.tests
     keys = set(re.findall(r"(\w+):", example))
     assert (MESSAGE_KEYS | TEST_KEYS | STUB_KEYS | set(EXPECT_KEYS) | {"definition", "tests"}) - keys == set()
+
+
+WAITING = FREEZER.replace('condition: "fields.temp_c > -10"', 'condition: "fields.temp_c > -10", correlate: tags.device_id')
+
+
+def variable_rows(store) -> int:
+    [instance] = store.find_instances(InstanceQuery(limit=10))
+    return sum(1 for h in store.history(instance.id) if h.event_type == "variable_changed")
+
+
+def test_refreshes_at_one_a_second_write_one_row_a_minute_per_variable(clock) -> None:
+    from datetime import timedelta
+
+    from process_engine.runtime.dispatcher import Dispatcher
+
+    store, plain, _ = make([freezer(WAITING)], clock)
+    dispatcher = Dispatcher(store, plain.registry, clock=clock, new_id=plain.new_id, refresh_interval=60.0)
+    dispatcher.handle_batch([reading("fz-1", -4.0, None, 100)])
+    for second in range(1, 120):  # two minutes of readings, each a new temperature
+        clock.now += timedelta(seconds=1)
+        dispatcher.handle_batch([reading("fz-1", -4.0 + second / 100, None, 100 + second)])
+    [instance] = store.find_instances(InstanceQuery(limit=10))
+    assert instance.variables["temperature"] == -4.0 + 119 / 100  # the row has the latest value
+    assert variable_rows(store) == 2  # the first change in each of the two minutes
+
+
+def test_an_interval_of_zero_records_every_change(clock) -> None:
+    from datetime import timedelta
+
+    store, dispatcher, _ = make([freezer(WAITING)], clock)  # the dispatcher's default: 0
+    dispatcher.handle_batch([reading("fz-1", -4.0, None, 300)])
+    for second in range(1, 11):
+        clock.now += timedelta(seconds=1)
+        dispatcher.handle_batch([reading("fz-1", -4.0 + second / 100, None, 300 + second)])
+    assert variable_rows(store) == 10

@@ -29,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from process_engine.domain.errors import StoreError, StoreUnavailable
+from process_engine.domain.errors import StoreUnavailable
 from process_engine.ports import IncomingMessage, MessageCoordinate
 from process_engine.runtime.dispatcher import BatchResult, Dispatcher, PreparedBatch
 from process_engine.runtime.registry import DefinitionRegistry
