@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from process_engine.adapters.actions import ActionContext, ActionRegistry, builtin_registry
+from process_engine.adapters.actions import ActionContext, ActionRegistry, DestinationPolicy, builtin_registry
 from process_engine.adapters.actions.outbox import OutboxWorker
 from process_engine.adapters.definitions.folder import DefinitionFolder
 from process_engine.adapters.kafka.consumer import ConsumerSettings, TriggerConsumer
@@ -133,7 +133,12 @@ class Engine:
         security = kafka_config(settings.kafka_security)
         self.mqtt = MqttPublisher(MqttSettings.from_url(settings.mqtt_url)) if settings.mqtt_url else None
         self.kafka = KafkaPublisher({"bootstrap.servers": settings.kafka_brokers, **security})
-        self.actions = builtin_registry(self.mqtt, self.kafka, dict(settings.notify_channels), notify_default_target=settings.notify_default_target)
+        self.destinations = DestinationPolicy.from_setting(settings.http_action_allow)
+        self.destinations.serving(settings.http_host, settings.http_port)
+        self.actions = builtin_registry(
+            self.mqtt, self.kafka, dict(settings.notify_channels),
+            notify_default_target=settings.notify_default_target, destinations=self.destinations,
+        )
         self.actions.load_entry_points()
         self.extensions = definition_extensions(self.actions)
         self.registry = DefinitionRegistry(self.store, self.extensions)
@@ -153,6 +158,11 @@ class Engine:
         self._broker_lock = threading.Lock()
         self._broker_check: tuple[float, dict[str, Any]] | None = None
 
+    def serving_http(self, host: str, port: int) -> None:
+        """The HTTP server is bound (port 0 picks one): actions may not call that address."""
+        self.http_port = port
+        self.destinations.serving(host, port)
+
     def _steps_committed(self, steps: list[Step]) -> None:
         self.timers.notice(steps)
         self.outbox.notice(steps)
@@ -166,6 +176,7 @@ class Engine:
         for error in self.folder.errors():
             log.error("invalid definition: %s", error.location_text())
         log.info("active definitions: %s", ", ".join(d.id for d in self.registry.active()) or "none")
+        log.info("%s", self.destinations.summary())
         if self.mqtt is not None:
             self.mqtt.start(wait=5.0)
         self.timers.start()

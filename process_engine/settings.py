@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from process_engine.adapters.actions.destinations import AllowList
 from process_engine.adapters.mqtt.publisher import MqttSettings
 from process_engine.domain.errors import ConfigError
 
@@ -35,6 +36,7 @@ class Settings:
     batch_size: int = 500
     history_retention: str | None = None
     history_compress_after: str | None = None
+    http_action_allow: str | None = None  # HTTP_ACTION_ALLOW as given; AllowList.parse reads it
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -68,6 +70,7 @@ class Settings:
             batch_size=_positive_int(environ, "PROCESS_ENGINE_BATCH_SIZE", 500),
             history_retention=environ.get("HISTORY_RETENTION") or None,
             history_compress_after=environ.get("HISTORY_COMPRESS_AFTER") or None,
+            http_action_allow=_allow_list(environ),
         )
 
 
@@ -93,6 +96,12 @@ def _mqtt_url(environ: Mapping[str, str]) -> str | None:
     if value:
         MqttSettings.from_url(value)  # here, so a bad URL stops start-up before anything runs
     return value or None  # MQTT_URL= (empty) turns MQTT off
+
+
+def _allow_list(environ: Mapping[str, str]) -> str | None:
+    value = (environ.get("HTTP_ACTION_ALLOW") or "").strip()
+    AllowList.parse(value)  # here, so a malformed entry stops start-up before anything runs
+    return value or None
 
 
 def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str, upper: bool = False) -> str:
