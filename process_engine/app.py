@@ -63,12 +63,12 @@ def custom_activity_types(entry_points: Iterable[importlib.metadata.EntryPoint] 
 
 
 def definition_extensions(actions: ActionRegistry | None = None) -> Extensions:
-    """Action names (with their config checks) and custom activity types definitions may use."""
+    """Action names (with their config checks and value encoders) and custom activity types definitions may use."""
     if actions is None:
         actions = builtin_registry(notify_default_target=DEFAULT_NOTIFY_TARGET)
         actions.load_entry_points()
     checks = {name: (lambda config, name=name: actions.validate(name, config)) for name in actions.names()}
-    return Extensions(actions=checks, activity_types=custom_activity_types())
+    return Extensions(actions=checks, activity_types=custom_activity_types(), encoders=actions.encoders())
 
 
 def inline_runner(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -111,10 +112,26 @@ class HttpCaller:
         return result if complete else {**result, "truncated": True}
 
 
+def url_value(before: str, value: str) -> str:
+    """A `${}` value inside a URL (a templates.Encoder), percent-encoded so it cannot change the URL's shape.
+
+    In a path segment, a query or a fragment every reserved character is encoded
+    (`x/../../admin` stays one segment); in the host part `:` and `[]` stay (host:port,
+    IPv6). A value at the very start is a base URL taken from a variable, used as it is.
+    """
+    scheme_end = before.find("://")
+    if scheme_end < 0:
+        return value
+    if any(mark in before[scheme_end + 3 :] for mark in "/?#"):
+        return quote(value, safe="")
+    return quote(value, safe=":[]")
+
+
 class HttpAction:
     """`http`: `method` (default POST), `url`, `body`, `headers`, `timeout` (`5s`, `PT5S` or seconds; default 10 s)."""
 
     name = "http"
+    encoders = {"url": url_value}
 
     def __init__(self, caller: HttpCaller):
         self.caller = caller
