@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from process_engine.adapters.actions import ActionContext, ActionRegistry, builtin_registry
+from process_engine.adapters.actions import ActionContext, ActionRegistry, DestinationPolicy, builtin_registry
 from process_engine.adapters.actions.outbox import OutboxWorker
 from process_engine.adapters.definitions.folder import DefinitionFolder
 from process_engine.adapters.kafka.consumer import ConsumerSettings, TriggerConsumer
@@ -80,12 +80,15 @@ def _plug_ins(kind: str, group: str, entry_points: Iterable[importlib.metadata.E
 
 
 def definition_extensions(actions: ActionRegistry | None = None) -> Extensions:
-    """Action names (with their config checks) and custom activity types definitions may use."""
+    """Action names (with their config checks and value encoders) and custom activity types definitions may use."""
     if actions is None:
         actions = builtin_registry(notify_default_target=DEFAULT_NOTIFY_TARGET)
         actions.load_entry_points()
     checks = {name: (lambda config, name=name: actions.validate(name, config)) for name in actions.names()}
-    return Extensions(actions=checks, activity_types=custom_activity_types(), compensation_handlers=custom_compensation_handlers())
+    return Extensions(
+        actions=checks, activity_types=custom_activity_types(), encoders=actions.encoders(),
+        compensation_handlers=custom_compensation_handlers(),
+    )
 
 
 def inline_runner(
@@ -150,7 +153,12 @@ class Engine:
         security = kafka_config(settings.kafka_security)
         self.mqtt = MqttPublisher(MqttSettings.from_url(settings.mqtt_url)) if settings.mqtt_url else None
         self.kafka = KafkaPublisher({"bootstrap.servers": settings.kafka_brokers, **security})
-        self.actions = builtin_registry(self.mqtt, self.kafka, dict(settings.notify_channels), notify_default_target=settings.notify_default_target)
+        self.destinations = DestinationPolicy.from_setting(settings.http_action_allow)
+        self.destinations.serving(settings.http_host, settings.http_port)
+        self.actions = builtin_registry(
+            self.mqtt, self.kafka, dict(settings.notify_channels),
+            notify_default_target=settings.notify_default_target, destinations=self.destinations,
+        )
         self.actions.load_entry_points()
         self.extensions = definition_extensions(self.actions)
         self.registry = DefinitionRegistry(self.store, self.extensions)
@@ -172,6 +180,11 @@ class Engine:
         self._broker_lock = threading.Lock()
         self._broker_check: tuple[float, dict[str, Any]] | None = None
 
+    def serving_http(self, host: str, port: int) -> None:
+        """The HTTP server is bound (port 0 picks one): actions may not call that address."""
+        self.http_port = port
+        self.destinations.serving(host, port)
+
     def _steps_committed(self, steps: list[Step]) -> None:
         self.timers.notice(steps)
         self.outbox.notice(steps)
@@ -185,6 +198,7 @@ class Engine:
         for error in self.folder.errors():
             log.error("invalid definition: %s", error.location_text())
         log.info("active definitions: %s", ", ".join(d.id for d in self.registry.active()) or "none")
+        log.info("%s", self.destinations.summary())
         if self.mqtt is not None:
             self.mqtt.start(wait=5.0)
         self.timers.start()

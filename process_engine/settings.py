@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from process_engine.adapters.actions.destinations import AllowList
 from process_engine.adapters.mqtt.publisher import MqttSettings
 from process_engine.domain.durations import parse_duration
 from process_engine.domain.errors import ConfigError
@@ -39,6 +40,7 @@ class Settings:
     history_compress_after: str | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     history_refresh_interval: float = 60.0
+    http_action_allow: str | None = None  # HTTP_ACTION_ALLOW as given; AllowList.parse reads it
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -74,6 +76,7 @@ class Settings:
             history_compress_after=environ.get("HISTORY_COMPRESS_AFTER") or None,
             max_message_bytes=_positive_int(environ, "MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
             history_refresh_interval=_seconds(environ, "HISTORY_REFRESH_INTERVAL", 60.0),
+            http_action_allow=_allow_list(environ),
         )
 
 
@@ -99,6 +102,12 @@ def _mqtt_url(environ: Mapping[str, str]) -> str | None:
     if value:
         MqttSettings.from_url(value)  # here, so a bad URL stops start-up before anything runs
     return value or None  # MQTT_URL= (empty) turns MQTT off
+
+
+def _allow_list(environ: Mapping[str, str]) -> str | None:
+    value = (environ.get("HTTP_ACTION_ALLOW") or "").strip()
+    AllowList.parse(value)  # here, so a malformed entry stops start-up before anything runs
+    return value or None
 
 
 def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str, upper: bool = False) -> str:

@@ -70,7 +70,7 @@ def _service(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activit
                 builder.fail(path + ("config",), f"action '{action}': {problem}")
     return {
         "action": action,
-        "config": builder.template(path + ("config",), dict(config)),
+        "config": builder.template(path + ("config",), dict(config), extensions.encoders.get(action or "")),
         "retry": _retry(builder, item.get("retry"), path + ("retry",)),
         "on_error": builder.text(item, "on_error", path, required=False),
         "compensate": read_compensate(builder, item.get("compensate"), path + ("compensate",)),

@@ -28,7 +28,7 @@ from process_engine.domain.expressions import Expression, compile_expression
 from process_engine.domain.extensions import Extensions
 from process_engine.domain.graph import check_graph
 from process_engine.domain.jsonpaths import JsonPath, compile_jsonpath
-from process_engine.domain.templates import Template, compile_template
+from process_engine.domain.templates import Encoder, Template, compile_config, compile_template
 
 BUILT_IN_TYPES = frozenset(
     {"start", "end", "decision", "service", "timer", "wait", "set", "parallel", "join", "compensate"}
@@ -87,10 +87,10 @@ class _Builder:
             self.fail(path, f"bad duration {text!r}: {error}")
             return None
 
-    def template(self, path: Path, value: Any) -> Template | None:
-        """Compile a config template, recording failure."""
+    def template(self, path: Path, value: Any, encoders: Mapping[str, Encoder] | None = None) -> Template | None:
+        """Compile a config template (with `encoders` for some keys' values), recording failure."""
         try:
-            return compile_template(value)
+            return compile_config(value, encoders) if encoders else compile_template(value)
         except ExpressionError as error:
             self.fail(path, f"bad template: {error}")
             return None

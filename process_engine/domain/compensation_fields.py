@@ -38,7 +38,8 @@ def read_compensate(builder: FieldBuilder, raw: Any, path: Path) -> Compensation
             check = extensions.actions[action]
             for problem in (check(config) if check else []):
                 builder.fail(path + ("config",), f"action '{action}': {problem}")
-    return Compensation(action=action, config=builder.template(path + ("config",), dict(config)))
+    encoders = extensions.encoders.get(action or "")  # as for the action itself: URL and topic values stay in place
+    return Compensation(action=action, config=builder.template(path + ("config",), dict(config), encoders))
 
 
 def _handler(builder: FieldBuilder, raw: Mapping[str, Any], path: Path) -> Compensation | None:

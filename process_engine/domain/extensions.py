@@ -17,3 +17,5 @@ class Extensions:
     activity_types: Mapping[str, Any] = field(default_factory=dict)
     compensation_handlers: Mapping[str, Any] = field(default_factory=dict)
     check_actions: bool = True
+    # action -> config key -> how `${}` values are put into that key's text (templates.Encoder)
+    encoders: Mapping[str, Mapping[str, Callable[[str, str], str]]] = field(default_factory=dict)

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from process_engine.domain.expressions import Expression
 from process_engine.domain.extensions import Extensions
-from process_engine.domain.templates import Template
+from process_engine.domain.templates import Encoder, Template
 
 Path = tuple[Any, ...]
 
@@ -27,8 +27,8 @@ class FieldBuilder(Protocol):
     def duration(self, path: Path, text: Any) -> timedelta | None:
         """Parse a duration, or record why not."""
 
-    def template(self, path: Path, value: Any) -> Template | None:
-        """Compile a config template, or record why not."""
+    def template(self, path: Path, value: Any, encoders: Mapping[str, Encoder] | None = None) -> Template | None:
+        """Compile a config template (with `encoders` for some keys' values), or record why not."""
 
     def text(self, mapping: Mapping[str, Any], key: str, path: Path, required: bool = True) -> str | None:
         """A string field, or record why not."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -198,3 +198,43 @@ def _as_text(value: Any) -> str:
         return str(value)
     except (RecursionError, ValueError) as error:  # nested too deep, a cycle, an int of over 4,300 digits
         raise ExpressionError(f"cannot interpolate a {type(value).__name__} as text: {error}") from None
+
+
+# An encoder gets the text rendered so far and one `${}` value's text, and returns what
+# goes in its place: a URL percent-encodes the value, an MQTT topic keeps it in one level.
+Encoder = Callable[[str, str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class _EncodedText:
+    """A `_Text` whose values pass through an encoder."""
+
+    parts: tuple[str | _Reference, ...]
+    encode: Encoder = field(compare=False)
+
+    def render(self, variables: Mapping[str, Any]) -> str:
+        text = ""
+        for part in self.parts:
+            text += part if isinstance(part, str) else self.encode(text, _as_text(part.render(variables)))
+        return text
+
+
+def compile_config(config: Mapping[str, Any], encoders: Mapping[str, Encoder]) -> Template:
+    """`compile_template` of an action's config whose top-level `encoders` keys hold text with `${}` values in it.
+
+    Only strings that mix text and references are encoded: a lone `${name}` keeps
+    its value (a whole URL or topic taken from a variable).
+
+    Raises:
+        ExpressionError: as compile_template.
+    """
+    template = compile_template(config)
+    root = template._root
+    assert isinstance(root, _Mapping)
+    items = tuple(
+        (key, _EncodedText(value.parts, encoders[key.value]))
+        if isinstance(key, _Literal) and isinstance(value, _Text) and key.value in encoders
+        else (key, value)
+        for key, value in root.items
+    )
+    return Template(template.source, template.names, _Mapping(items))

@@ -31,6 +31,7 @@ from process_engine.engine.commands import (
 )
 from process_engine.ports import DeadLetter, InstanceQuery, LedgerEntry, Step
 from process_engine.runtime.event_ids import id_source
+from process_engine.runtime.redaction import ACTION_REQUESTED, redacted
 
 # What orjson refuses (integers above 64 bits, lone surrogates) goes through the
 # standard library instead; built once, as json.dumps with options builds an encoder per call.
@@ -240,6 +241,8 @@ class _Planner:
                 self._add_command(instance_id, step, command)
                 continue
             data = command.data
+            if command.event_type == ACTION_REQUESTED:
+                data = redacted(data)
             if data is not None:
                 data = to_json_text(data, lambda: f"history data of {command.event_type}")
             at = command.at

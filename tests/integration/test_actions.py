@@ -14,6 +14,7 @@ from process_engine.adapters.actions import (
     ENTRY_POINT_GROUP,
     ActionContext,
     ActionRegistry,
+    DestinationPolicy,
     builtin_registry,
 )
 from process_engine.adapters.actions.circuit_breaker import BreakerBoard, CircuitOpenError
@@ -99,6 +100,8 @@ def make_registry():
     made = []
 
     def make(**options) -> ActionRegistry:
+        # The test servers listen on loopback, which http actions may not call by default.
+        options.setdefault("destinations", DestinationPolicy.from_setting("127.0.0.1"))
         made.append(builtin_registry(**options))
         return made[-1]
 

@@ -28,7 +28,7 @@ id: hold
 name: Hold for an hour
 trigger: {type: api}
 variables:
-  - {name: device, value: d-0}
+  - {name: device, source: device}
 activities:
   - {id: start, type: start}
   - {id: wait_an_hour, type: timer, duration: 1h}
@@ -40,7 +40,7 @@ id: quick
 name: Quick
 trigger: {type: api}
 variables:
-  - {name: device, value: none}
+  - {name: device, source: device}
 activities:
   - {id: start, type: start}
   - {id: pause, type: timer, duration: 1s}
@@ -65,9 +65,11 @@ activities:
 
 @contextmanager
 def control_plane(engine: Engine, token: str | None = TOKEN) -> Iterator[httpx.Client]:
-    """The HTTP API of `engine` on an ephemeral port, and a client that sends the token."""
+    """The HTTP API of `engine` on an ephemeral port, and a client that sends the token and JSON."""
     server = HttpServer(create_app(engine, token), "127.0.0.1", 0).start()
+    engine.serving_http("127.0.0.1", server.port)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers["Content-Type"] = "application/json"
     try:
         with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
             yield client
@@ -81,7 +83,7 @@ def api_engine(database_url: str, kafka_bootstrap: str, mqtt_url: str, tmp_path:
     (tmp_path / "hold.yaml").write_text(HOLD, encoding="utf-8")
     (tmp_path / "quick.yaml").write_text(QUICK, encoding="utf-8")
     (tmp_path / "fragile.yaml").write_text(FRAGILE.replace("PORT", str(free_port())), encoding="utf-8")
-    settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, f"g-{uuid.uuid4().hex[:8]}")
+    settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, f"g-{uuid.uuid4().hex[:8]}", HTTP_ACTION_ALLOW="127.0.0.1")
     with running_engine(settings) as engine:
         yield engine
 
@@ -248,8 +250,8 @@ def test_retry_runs_a_failed_instance_again(client: httpx.Client) -> None:
     assert sample(metrics, "process_engine_instances_failed_total", definition="fragile") == 2
 
 
-def test_mutating_calls_need_the_token_and_reads_do_not(client: httpx.Client) -> None:
-    anonymous = httpx.Client(base_url=str(client.base_url), timeout=10)
+def test_every_route_but_probes_and_metrics_needs_the_token(client: httpx.Client) -> None:
+    anonymous = httpx.Client(base_url=str(client.base_url), timeout=10, headers={"Content-Type": "application/json"})
     with anonymous:
         refused = anonymous.post("/definitions/hold/instances", json={})
         assert refused.status_code == 401 and "Bearer" in refused.json()["error"]
@@ -259,15 +261,26 @@ def test_mutating_calls_need_the_token_and_reads_do_not(client: httpx.Client) ->
         basic = anonymous.post("/definitions/hold/instances", json={}, headers={"Authorization": f"Basic {TOKEN}"})
         assert basic.status_code == 401
         assert anonymous.post(f"/instances/{uuid.uuid4()}/cancel").status_code == 401
-        for path in ("/healthz", "/readyz", "/metrics", "/definitions", "/instances"):
+        # Reads too: history holds telemetry and action payloads.
+        for path in ("/definitions", "/instances", f"/instances/{uuid.uuid4()}", "/nowhere"):
+            response = anonymous.get(path)
+            assert response.status_code == 401 and "PROCESS_ENGINE_API_TOKEN" in response.json()["error"], path
+        for path in ("/healthz", "/readyz", "/metrics"):
             assert anonymous.get(path).status_code == 200, path
-        assert anonymous.get("/instances").json()["instances"] == []
     assert client.post("/definitions/hold/instances", json={}).status_code == 201
+    assert client.get("/instances").status_code == 200
 
 
-def test_without_a_token_mutating_calls_are_open(api_engine: Engine) -> None:
-    with control_plane(api_engine, token=None) as open_client:
-        assert open_client.post("/definitions/hold/instances").status_code == 201
+def test_without_a_token_the_api_is_read_only(api_engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="process_engine.http"), control_plane(api_engine, token=None) as open_client:
+        refused = open_client.post("/definitions/hold/instances", json={"variables": {"device": "d-9"}})
+        assert refused.status_code == 403, refused.text
+        assert "PROCESS_ENGINE_API_TOKEN" in refused.json()["error"]
+        assert open_client.post(f"/instances/{uuid.uuid4()}/cancel").status_code == 403
+        assert open_client.get("/instances").json()["instances"] == []  # nothing was started
+        assert open_client.get("/definitions").status_code == 200
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "read-only" in warnings[0] and "PROCESS_ENGINE_API_TOKEN" in warnings[0]
 
 
 def test_healthz_fails_once_the_engine_stops(client: httpx.Client, api_engine: Engine) -> None:

@@ -14,6 +14,8 @@ from tests.fixtures.http import http_server
 from tests.fixtures.kafka import create_topic, free_port, produce_json
 from tests.integration.engine_harness import engine_settings, running_engine, seed_copy, telemetry, unique
 
+LOOPBACK = "127.0.0.1"  # the test servers listen there, which http actions may not call by default
+
 pytestmark = pytest.mark.integration
 
 
@@ -115,7 +117,7 @@ activities:
 def test_an_unreachable_http_endpoint_is_retried_then_on_error_runs(database_url, kafka_bootstrap, mqtt_url, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     (tmp_path / "webhook-call.yaml").write_text(HTTP.replace("URL", url))
-    settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, unique("g"))
+    settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, unique("g"), HTTP_ACTION_ALLOW=LOOPBACK)
     with running_engine(settings) as engine:
         instance = engine.dispatcher.start("webhook-call", {})
         done = wait_until(lambda: finished(engine.store, instance.id), 20, "the retries and the error path")
@@ -189,7 +191,7 @@ def nul_server():
 def test_an_action_result_the_store_cannot_hold_still_completes_the_step(database_url, kafka_bootstrap, mqtt_url, nul_server, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{nul_server.server_address[1]}/hook"
     (tmp_path / "webhook-call.yaml").write_text(HTTP.replace("URL", url))
-    settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, unique("g"))
+    settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, unique("g"), HTTP_ACTION_ALLOW=LOOPBACK)
     with running_engine(settings) as engine:
         instance = engine.dispatcher.start("webhook-call", {})
         done = wait_until(lambda: finished(engine.store, instance.id), 10, "the call to complete")
@@ -241,7 +243,7 @@ def test_a_hanging_webhook_does_not_hold_up_other_actions(
     (tmp_path / "webhook-call.yaml").write_text(HTTP.replace("URL", url).replace("timeout: 2s", "timeout: 8s"))
     (tmp_path / "quick-command.yaml").write_text(QUICK.replace("RUN", run))
     recorder = mqtt_recorder(f"{run}/#")
-    settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, unique("g"))
+    settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, unique("g"), HTTP_ACTION_ALLOW=LOOPBACK)
     with running_engine(settings) as engine:
         engine.dispatcher.start("webhook-call", {})
         wait_until(lambda: hanging_server.requests, 10, "the webhook call to hang")

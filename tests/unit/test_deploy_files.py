@@ -81,7 +81,7 @@ def test_engine_environment_is_what_the_settings_read(compose: dict[str, Any]) -
     assert settings.database_url == "postgresql://process_engine:process_engine@timescaledb:5432/processes"
     assert (settings.http_host, settings.http_port) == ("0.0.0.0", 8080)
     assert str(settings.definitions_path) == "/app/processes"
-    assert settings.api_token is None  # an empty PROCESS_ENGINE_API_TOKEN leaves the API open
+    assert settings.api_token is None  # an empty PROCESS_ENGINE_API_TOKEN: a read-only API
 
 
 def test_engine_reaches_the_services_on_their_internal_listeners(compose: dict[str, Any]) -> None:

@@ -37,6 +37,8 @@ def test_defaults_and_values_from_the_environment() -> None:
     assert (given.api_token, given.log_level, given.log_format) == ("t0ken", "DEBUG", "json")
     assert given.mqtt_url is None  # empty turns MQTT off
     assert given.kafka_security == {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
+    assert defaults.http_action_allow is None
+    assert settings(HTTP_ACTION_ALLOW=" printer.lan,10.0.0.0/8 ").http_action_allow == "printer.lan,10.0.0.0/8"
 
 
 @pytest.mark.parametrize(
@@ -56,6 +58,8 @@ def test_defaults_and_values_from_the_environment() -> None:
         ({"MQTT_URL": "mqtt://broker:port"}, "MQTT_URL"),
         ({"KAFKA_BOOTSTRAP_SERVERS": "nohost"}, "KAFKA_BOOTSTRAP_SERVERS"),
         ({"PROCESS_ENGINE_BATCH_SIZE": "0"}, "PROCESS_ENGINE_BATCH_SIZE"),
+        ({"HTTP_ACTION_ALLOW": "10.0.0.0/33"}, "HTTP_ACTION_ALLOW"),
+        ({"HTTP_ACTION_ALLOW": "printer.lan,http://x"}, "HTTP_ACTION_ALLOW"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(environ: dict[str, str], named: str) -> None:
@@ -86,6 +90,7 @@ def run_console_script(environ: dict[str, str]) -> subprocess.CompletedProcess[s
         ({**GOOD, "LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({**GOOD, "REDPANDA_BROKERS": "nohostport"}, "REDPANDA_BROKERS"),
         ({**GOOD, "MQTT_URL": "http://broker"}, "MQTT_URL"),
+        ({**GOOD, "HTTP_ACTION_ALLOW": "192.168.0.0/99"}, "HTTP_ACTION_ALLOW"),
     ],
 )
 def test_run_with_a_bad_setting_exits_non_zero_with_one_line(environ: dict[str, str], named: str) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from process_engine.adapters.actions.base import Action, ActionContext, KafkaSink, MqttSink
 from process_engine.adapters.actions.circuit_breaker import BreakerBoard
+from process_engine.adapters.actions.destinations import AllowList, DestinationPolicy
 from process_engine.adapters.actions.http_request import HttpAction, HttpCaller
 from process_engine.adapters.actions.messaging import KafkaPublishAction, LogAction, MqttPublishAction
 from process_engine.adapters.actions.notify import (
@@ -25,7 +26,9 @@ __all__ = [
     "Action",
     "ActionContext",
     "ActionRegistry",
+    "AllowList",
     "ChannelTarget",
+    "DestinationPolicy",
     "HttpAction",
     "HttpCaller",
     "KafkaPublishAction",
@@ -47,14 +50,16 @@ def builtin_registry(
     breakers: BreakerBoard | None = None,
     http: HttpCaller | None = None,
     notify_default_target: str | None = None,
+    destinations: DestinationPolicy | None = None,
 ) -> ActionRegistry:
     """A registry of the five built-in actions sharing one HTTP caller and breaker board.
 
     `mqtt` / `kafka` may be None when not configured: their actions then fail
-    (not retriable) naming the missing setting.
+    (not retriable) naming the missing setting. `destinations` is where HTTP may
+    connect (default: anywhere but loopback, link-local and unspecified addresses).
     """
     breakers = breakers if breakers is not None else BreakerBoard()
-    http = http or HttpCaller(breakers)
+    http = http or HttpCaller(breakers, destinations)
     return ActionRegistry([
         MqttPublishAction(mqtt, breakers),
         LogAction(),

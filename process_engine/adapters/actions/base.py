@@ -77,6 +77,16 @@ class KafkaSink(Protocol):
         """Produce and wait for the delivery report."""
 
 
+# What a `${}` value inside an MQTT topic may not hold: it would add levels or wildcards.
+TOPIC_LEVEL_FORBIDDEN = {"/": "'/'", "+": "'+'", "#": "'#'", "\x00": "NUL"}
+TOPIC_LEVEL_RULE = "a value in an MQTT topic may not contain /, +, # or NUL (it would change the topic's levels)"
+
+
+def forbidden_in_level(value: str) -> str:
+    """The characters of `value` an MQTT topic level cannot hold, e.g. "'/' and '#'"; empty when none."""
+    return " and ".join(shown for char, shown in TOPIC_LEVEL_FORBIDDEN.items() if char in value)
+
+
 def is_template(value: Any) -> bool:
     """A `${...}` string: only known after interpolation, so load-time checks skip it."""
     return isinstance(value, str) and "${" in value

@@ -1,9 +1,12 @@
 """The built-in `http` action and the HTTP caller it shares with notify webhooks.
 
 Every request carries the action's idempotency key as `Idempotency-Key` and goes
-through the circuit breaker of its origin (`scheme://host:port`). Outcomes:
-2xx/3xx give `{"status": code, "body": parsed JSON or text}`; 5xx, 408, 429,
-connection errors and timeouts are retriable ActionErrors; other 4xx are not.
+through the circuit breaker of its origin (`scheme://host:port`). It connects only
+to addresses the DestinationPolicy allows (see `destinations`), and redirects are
+not followed. Outcomes: 2xx/3xx give `{"status": code, "body": parsed JSON or text}`,
+the body cut to 1 KiB (it lands in history; `"truncated": true` says so); 5xx, 408,
+429, connection errors and timeouts are retriable ActionErrors; other 4xx and a
+refused destination are not.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -22,22 +26,24 @@ from process_engine.adapters.actions.base import (
     required_text,
 )
 from process_engine.adapters.actions.circuit_breaker import BreakerBoard
+from process_engine.adapters.actions.destinations import CheckedTransport, DestinationPolicy
 from process_engine.domain.durations import parse_duration
 from process_engine.domain.errors import ActionError
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 RETRIABLE_STATUSES = {408, 425, 429}
-MAX_BODY_CHARS = 65536  # results land in history rows: keep them bounded
+MAX_BODY_BYTES = 1024  # results land in history rows: keep them bounded
 SNIPPET_CHARS = 200
 
 
 class HttpCaller:
     """Sends requests for actions: breaker per origin, Idempotency-Key, error mapping."""
 
-    def __init__(self, breakers: BreakerBoard | None = None, client: httpx.Client | None = None):
+    def __init__(self, breakers: BreakerBoard | None = None, destinations: DestinationPolicy | None = None):
         self.breakers = breakers
-        self._client = client or httpx.Client(follow_redirects=False)
-        self._owns_client = client is None
+        self.destinations = destinations if destinations is not None else DestinationPolicy()
+        # Redirects are not followed: a 3xx is the outcome (each hop would be checked anyway).
+        self._client = httpx.Client(transport=CheckedTransport(self.destinations), follow_redirects=False, trust_env=False)
 
     def request(
         self,
@@ -60,9 +66,8 @@ class HttpCaller:
         return guarded(self.breakers, origin, lambda: self._send(request, label))
 
     def close(self) -> None:
-        """Close the connection pool (when this caller created it)."""
-        if self._owns_client:
-            self._client.close()
+        """Close the connection pool."""
+        self._client.close()
 
     def _build(self, method, url, body, headers, timeout, idempotency_key) -> httpx.Request:
         all_headers = {str(name): str(value) for name, value in (headers or {}).items()}
@@ -87,24 +92,46 @@ class HttpCaller:
     def _send(self, request: httpx.Request, label: str | None) -> dict[str, Any]:
         where = label or f"{request.method} {request.url}"
         try:
-            response = self._client.send(request)
+            response = self._client.send(request, stream=True)
+            try:
+                head, complete = _read_head(response)
+            finally:
+                response.close()
         except httpx.TimeoutException:
             raise ActionError(f"{where} timed out") from None
         except httpx.TransportError as error:
             raise ActionError(f"{where} failed: {error or type(error).__name__}") from None
-        # Not streamed: the body is read and the connection released already.
+        except ActionError as error:  # a refused destination
+            raise ActionError(f"{where}: {error}", retriable=error.retriable) from None
         status = response.status_code
         if status >= 500 or status in RETRIABLE_STATUSES:
-            raise ActionError(f"{where} answered {status}: {_snippet(response)}")
+            raise ActionError(f"{where} answered {status}: {_snippet(head, response)}")
         if status >= 400:
-            raise ActionError(f"{where} answered {status}: {_snippet(response)}", retriable=False)
-        return {"status": status, "body": _parse_body(response)}
+            raise ActionError(f"{where} answered {status}: {_snippet(head, response)}", retriable=False)
+        result = {"status": status, "body": _parse_body(head, complete, response)}
+        return result if complete else {**result, "truncated": True}
+
+
+def url_value(before: str, value: str) -> str:
+    """A `${}` value inside a URL (a templates.Encoder), percent-encoded so it cannot change the URL's shape.
+
+    In a path segment, a query or a fragment every reserved character is encoded
+    (`x/../../admin` stays one segment); in the host part `:` and `[]` stay (host:port,
+    IPv6). A value at the very start is a base URL taken from a variable, used as it is.
+    """
+    scheme_end = before.find("://")
+    if scheme_end < 0:
+        return value
+    if any(mark in before[scheme_end + 3 :] for mark in "/?#"):
+        return quote(value, safe="")
+    return quote(value, safe=":[]")
 
 
 class HttpAction:
     """`http`: `method` (default POST), `url`, `body`, `headers`, `timeout` (`5s`, `PT5S` or seconds; default 10 s)."""
 
     name = "http"
+    encoders = {"url": url_value}
 
     def __init__(self, caller: HttpCaller):
         self.caller = caller
@@ -166,18 +193,33 @@ def _json_bytes(body: Any) -> bytes:
         raise ActionError(f"http body is not JSON-serialisable: {error}", retriable=False) from None
 
 
-def _parse_body(response: httpx.Response) -> Any:
-    text = response.text[:MAX_BODY_CHARS]
-    if "json" in response.headers.get("content-type", "") and len(response.text) <= MAX_BODY_CHARS:
+def _read_head(response: httpx.Response) -> tuple[bytes, bool]:
+    """The first MAX_BODY_BYTES of the body, and whether that is all of it; the rest is never read."""
+    head = bytearray()
+    for chunk in response.iter_bytes():
+        head += chunk
+        if len(head) > MAX_BODY_BYTES:
+            return bytes(head[:MAX_BODY_BYTES]), False
+    return bytes(head), True
+
+
+def _text(head: bytes, response: httpx.Response) -> str:
+    # A cut can split a character: the broken tail is dropped, not shown as garbage.
+    return head.decode(response.encoding or "utf-8", errors="ignore")
+
+
+def _parse_body(head: bytes, complete: bool, response: httpx.Response) -> Any:
+    text = _text(head, response)
+    if complete and "json" in response.headers.get("content-type", ""):
         try:
-            return response.json()
+            return json.loads(text)
         except ValueError:
             pass
     return text
 
 
-def _snippet(response: httpx.Response) -> str:
-    text = response.text.strip().replace("\n", " ")
+def _snippet(head: bytes, response: httpx.Response) -> str:
+    text = _text(head, response).strip().replace("\n", " ")
     return text[:SNIPPET_CHARS] or response.reason_phrase
 
 

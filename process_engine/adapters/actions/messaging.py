@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from process_engine.adapters.actions.base import (
+    TOPIC_LEVEL_FORBIDDEN,
+    TOPIC_LEVEL_RULE,
     ActionContext,
     KafkaSink,
     MqttSink,
     as_flag,
     choice_problem,
     config_problems,
+    forbidden_in_level,
     guarded,
     is_template,
     required_text,
@@ -29,12 +33,23 @@ LOG_LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
+# A `${}` value's /, +, # and NUL are written escaped into the rendered topic, where
+# history shows them; the action then refuses the topic. (Rendering happens in the
+# walker, before the action runs: the escape is how the action learns of them.)
+_TOPIC_ESCAPES = {ord(char): f"%{ord(char):02X}" for char in TOPIC_LEVEL_FORBIDDEN}
+_ESCAPED = re.compile("|".join(f"%{ord(char):02X}" for char in TOPIC_LEVEL_FORBIDDEN))
+
+
+def topic_value(before: str, value: str) -> str:
+    """A `${}` value inside an MQTT topic (a templates.Encoder): forbidden characters escaped."""
+    return value.translate(_TOPIC_ESCAPES)
 
 
 class MqttPublishAction:
     """`mqtt_publish`: `topic`, `payload` (dicts and lists as JSON), `qos` (default 1), `retain`."""
 
     name = "mqtt_publish"
+    encoders = {"topic": topic_value}
 
     def __init__(self, publisher: MqttSink | None, breakers: BreakerBoard | None = None, timeout: float = 10.0):
         self.publisher = publisher
@@ -46,16 +61,16 @@ class MqttPublishAction:
         problems = config_problems(self.name, config, ("topic",))
         if problems:
             return problems
-        topic = config["topic"]
-        if not is_template(topic) and ("+" in str(topic) or "#" in str(topic)):
-            problems.append(f"{self.name} config.topic must not contain wildcards, got {topic!r}")
+        literal = re.sub(r"\$\{[^{}]*\}", "", str(config["topic"]))  # what values do not fill
+        if "+" in literal or "#" in literal:
+            problems.append(f"{self.name} config.topic must not contain wildcards, got {config['topic']!r}")
         return problems + choice_problem(self.name, config, "qos", (0, 1, 2))
 
     def run(self, config: Mapping[str, Any], context: ActionContext) -> dict[str, Any]:
         """Publish and wait for the broker's acknowledgement."""
         if self.publisher is None:
             raise ActionError("mqtt_publish needs an MQTT broker: set MQTT_URL", retriable=False)
-        topic = required_text(self.name, config, "topic")
+        topic = _checked_topic(required_text(self.name, config, "topic"))
         qos = _qos(config.get("qos", 1))
         retain = as_flag(config.get("retain", False))
         publisher = self.publisher
@@ -134,6 +149,18 @@ class LogAction:
         }
         self.logger.log(LOG_LEVELS[level_name], "%s", message, extra=extra)
         return {"message": message, "level": level_name}
+
+
+def _checked_topic(topic: str) -> str:
+    """The topic to publish to; a value that held /, +, # or NUL fails the action (not retriable)."""
+    escaped = sorted(set(_ESCAPED.findall(topic)))
+    if escaped:
+        held = forbidden_in_level("".join(chr(int(code[1:], 16)) for code in escaped))
+        raise ActionError(f"mqtt_publish topic {topic!r}: a ${{}} value in it holds {held} (written {', '.join(escaped)}); {TOPIC_LEVEL_RULE}", retriable=False)
+    held = forbidden_in_level(topic.replace("/", ""))
+    if held:  # a whole topic from one variable, where / is fine but wildcards are not
+        raise ActionError(f"mqtt_publish topic {topic!r} holds {held}: a topic to publish to may not contain wildcards (+, #) or NUL", retriable=False)
+    return topic
 
 
 def _qos(value: Any) -> int:

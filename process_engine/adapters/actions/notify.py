@@ -16,6 +16,8 @@ Every channel receives the same JSON document:
 The broker is always the engine's own, so `mqtt://...` is refused as a target.
 A `default_target` with `{channel}` in it (e.g. `mqtt:process-engine/notify/{channel}`)
 serves channels that are not configured; without one they fail (not retriable).
+The channel name fills one level of an MQTT topic there, so a channel holding /, +, #
+or NUL fails (not retriable); in a webhook URL it is percent-encoded.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from process_engine.adapters.actions.base import (
+    TOPIC_LEVEL_RULE,
     ActionContext,
     KafkaSink,
     MqttSink,
     config_problems,
+    forbidden_in_level,
     guarded,
     is_template,
     required_text,
@@ -141,8 +146,12 @@ class NotifyAction:
             return target
         if self.default_target is None:
             raise ActionError(self._unknown(channel), retriable=False)
+        kind = parse_channel_target(self.default_target.replace("{channel}", "channel")).kind
+        held = forbidden_in_level(channel)
+        if kind == "mqtt" and held:
+            raise ActionError(f"notify channel {channel!r} holds {held}, so it cannot be a topic level of {self.default_target}; {TOPIC_LEVEL_RULE}", retriable=False)
         try:
-            target = parse_channel_target(self.default_target.replace("{channel}", channel))
+            target = parse_channel_target(self.default_target.replace("{channel}", quote(channel, safe="") if kind == "webhook" else channel))
         except ConfigError as error:
             raise ActionError(str(error), retriable=False) from None
         problem = self._transport_problem(channel, target)

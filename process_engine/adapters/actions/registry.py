@@ -9,15 +9,16 @@ without forking. In the package that provides them:
 The entry point's name (`open_valve`) is the action name definitions use
 (`action: open_valve`). Its object is a class or factory called with no arguments;
 what it returns needs `run(config, context)`, and may have `validate(config) ->
-list[str]` (problems reported when definitions load) and `close()`. A custom action
-cannot replace a built-in one or another custom one.
+list[str]` (problems reported when definitions load), `close()` and `encoders` (config
+key -> function putting a `${}` value into that key's text, as `http` does for its
+URL). A custom action cannot replace a built-in one or another custom one.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from process_engine.adapters.actions.base import Action, ActionContext
@@ -54,6 +55,11 @@ class ActionRegistry:
     def names(self) -> frozenset[str]:
         """Every registered action name, for the definition validator."""
         return frozenset(self._actions)
+
+    def encoders(self) -> dict[str, Mapping[str, Callable[[str, str], str]]]:
+        """Per action, the config keys whose `${}` values are encoded (an action's `encoders`)."""
+        found = {name: getattr(action, "encoders", None) for name, action in self._actions.items()}
+        return {name: encoders for name, encoders in found.items() if encoders}
 
     def get(self, name: str) -> Action:
         """The action called `name`.

@@ -2,24 +2,27 @@
 
 Blocking store calls run in Starlette's threadpool: read endpoints are plain functions
 (Starlette runs those in the pool), write endpoints read the body and then hand the
-work to `run_in_threadpool`.
+work to `run_in_threadpool`. Access rules live in `guard`.
 """
 
 from __future__ import annotations
 
-import hmac
+import difflib
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from process_engine.adapters.http.guard import READ_ONLY, BodyTooLarge, RequestGuard, error, internal_error, read_body, too_large
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import DefinitionError, StoreError, StoreUnavailable
 from process_engine.domain.instance import STATUSES, InstanceState
@@ -28,6 +31,7 @@ from process_engine.ports import HistoryRecord, InstanceQuery, InstanceStore
 from process_engine.runtime.dispatcher import Dispatcher
 from process_engine.runtime.registry import DefinitionRegistry
 
+log = logging.getLogger("process_engine.http")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
@@ -71,11 +75,6 @@ CONTROLS: dict[str, tuple[Callable[[], Event], tuple[str, ...]]] = {
     "resume": (Resume, ("suspended",)),
     "retry": (Retry, ("failed",)),
 }
-
-
-def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """An error response: `{"error": "..."}` naming the thing and the fix."""
-    return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
 
 
 def instance_json(instance: InstanceState) -> dict[str, Any]:
@@ -128,9 +127,8 @@ def _iso(moment: datetime | None) -> str | None:
 class HttpApi:
     """The endpoints, bound to one engine."""
 
-    def __init__(self, engine: ControlPlane, api_token: str | None):
+    def __init__(self, engine: ControlPlane):
         self.engine = engine
-        self.token = api_token.encode() if api_token else None
 
     # -- probes and metrics -----------------------------------------------------
     def healthz(self, request: Request) -> Response:
@@ -188,10 +186,16 @@ class HttpApi:
         if unknown or not isinstance(variables, dict):
             return error(400, 'the body must be {"variables": {...}} (a JSON object of variable values)')
         definition_id = request.path_params["definition_id"]
+        definition = self.engine.registry.current(definition_id)
+        if definition is None:
+            return _unknown_definition(definition_id)
+        problem = variables_problem(definition, variables)
+        if problem:
+            return error(400, problem)
         try:
             instance = await run_in_threadpool(self.engine.dispatcher.start, definition_id, variables, "http")
-        except KeyError:
-            return error(404, f"no active definition '{definition_id}': GET /definitions lists them")
+        except KeyError:  # unloaded in the meantime
+            return _unknown_definition(definition_id)
         stored = await run_in_threadpool(self.engine.store.load, instance.id)
         return JSONResponse(instance_json(stored or instance), status_code=201)
 
@@ -219,15 +223,52 @@ class HttpApi:
         stored = self.engine.store.load(instance_id)
         return JSONResponse(instance_json(stored or after))
 
-    # -- the guard ----------------------------------------------------------------
-    def authorized(self, request: Request) -> bool:
-        """True when no token is configured or the request carries it as a bearer token."""
-        if self.token is None:
-            return True
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(credentials.strip().encode(), self.token)
+
+def variables_problem(definition: ProcessDefinition, variables: dict[str, Any]) -> str | None:
+    """Why an API start may not set these variables: only declared ones without a static `value`.
+
+    A static value is the definition's own constant (a URL, a topic): letting a caller
+    replace it would let them point the definition's actions anywhere.
+    """
+    settable = sorted(v.name for v in definition.variables if v.source is not None)
+    static = {v.name for v in definition.variables if v.source is None}
+    allowed = f"the API may set {', '.join(settable) or 'none of its variables'}"
+    for name in sorted(variables):
+        if name in static:
+            return f"variable '{name}' of definition '{definition.id}' has a static value and cannot be set through the API; {allowed}"
+        if name not in settable:
+            close = difflib.get_close_matches(name, settable, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            return f"unknown variable '{name}' for definition '{definition.id}'{hint}; {allowed}"
+        unstorable = _unstorable(variables[name])
+        if unstorable:
+            return f"variable '{name}' contains {unstorable}, which PostgreSQL cannot store: remove it"
+    return None
+
+
+def _unstorable(value: Any) -> str | None:
+    """What in a JSON value's strings PostgreSQL refuses (walked without recursion: JSON nests deep)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "a NUL character (\\u0000)"
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return "a lone surrogate (\\ud800-\\udfff without its pair)"
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
+
+
+def _unknown_definition(definition_id: str) -> Response:
+    return error(404, f"no active definition '{definition_id}': GET /definitions lists them")
 
 
 def _unknown_instance(instance_id: str) -> Response:
@@ -239,31 +280,21 @@ def _not_applicable(instance: InstanceState, action: str, applies_to: tuple[str,
 
 
 async def _json_body(request: Request) -> dict[str, Any] | Response:
-    raw = await request.body()
+    try:
+        raw = await read_body(request)
+    except BodyTooLarge:
+        return too_large()
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
+    except RecursionError:
+        return error(400, 'the body nests too deep to be read; send {"variables": {...}} with flatter values')
     except (ValueError, UnicodeDecodeError) as problem:
         return error(400, f"the body is not JSON ({problem}); send {{\"variables\": {{...}}}}")
     if not isinstance(body, dict):
         return error(400, 'the body must be a JSON object: {"variables": {...}}')
     return body
-
-
-def guarded(api: HttpApi, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """Refuse a mutating call without the bearer token (401)."""
-
-    async def checked(request: Request) -> Response:
-        if not api.authorized(request):
-            return error(
-                401,
-                "missing or wrong bearer token: send Authorization: Bearer <PROCESS_ENGINE_API_TOKEN>",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        return await endpoint(request)
-
-    return checked
 
 
 async def _http_error(request: Request, problem: Exception) -> Response:
@@ -273,9 +304,11 @@ async def _http_error(request: Request, problem: Exception) -> Response:
 
 
 async def _store_error(request: Request, problem: Exception) -> Response:
+    # The database's own words (and what it was sent) stay in the log.
     if isinstance(problem, StoreUnavailable):
-        return error(503, f"database unavailable: {problem}; check DATABASE_URL and that PostgreSQL runs")
-    return error(500, f"database error: {problem}")
+        log.warning("%s %s: the database is unavailable: %s", request.method, request.url.path, problem)
+        return error(503, "the database is unavailable: check DATABASE_URL and that PostgreSQL runs, then retry")
+    return internal_error(f"{request.method} {request.url.path}", problem)
 
 
 def create_app(engine: ControlPlane, api_token: str | None) -> Starlette:
@@ -283,21 +316,24 @@ def create_app(engine: ControlPlane, api_token: str | None) -> Starlette:
 
     Args:
         engine: the running engine (or anything with the ControlPlane attributes).
-        api_token: when set, POST endpoints need `Authorization: Bearer <api_token>`.
+        api_token: when set, every route but /healthz, /readyz and /metrics needs
+            `Authorization: Bearer <api_token>`; when None, the API is read-only (and says so in the log).
     """
-    api = HttpApi(engine, api_token)
+    if not api_token:
+        log.warning("%s", READ_ONLY)
+    api = HttpApi(engine)
     routes = [
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/readyz", api.readyz, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/definitions", api.definitions, methods=["GET"]),
-        Route("/definitions/{definition_id}/instances", guarded(api, api.start), methods=["POST"]),
+        Route("/definitions/{definition_id}/instances", api.start, methods=["POST"]),
         Route("/instances", api.instances, methods=["GET"]),
         Route("/instances/{instance_id}", api.instance, methods=["GET"]),
-        Route("/instances/{instance_id}/{action}", guarded(api, api.control), methods=["POST"]),
+        Route("/instances/{instance_id}/{action}", api.control, methods=["POST"]),
     ]
     handlers = {HTTPException: _http_error, StoreError: _store_error}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(RequestGuard, token=api_token)])
 
 
 __all__ = ["ControlPlane", "HttpApi", "create_app"]
