@@ -67,7 +67,8 @@ def test_correlation_keeps_one_instance_per_device_and_the_recheck_sees_the_refr
     topic = unique("heatpump")
     seed_copy(tmp_path, topic, timer="3s", correlate="tags.device_id")
     create_topic(kafka_bootstrap, topic)
-    settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, unique("g"))
+    # 0s: every change in history (the default, 60s, records only the first per minute)
+    settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, unique("g"), HISTORY_REFRESH_INTERVAL="0s")
     with running_engine(settings) as engine:
         produce_json(kafka_bootstrap, topic, [telemetry("hp-1", 27.5), telemetry("hp-2", 28.0)])
         wait_until(lambda: len(instances(engine.store)) == 2, 20, "one instance per device")
