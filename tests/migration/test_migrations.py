@@ -170,21 +170,6 @@ def test_a_failing_migration_rolls_back_and_stops(empty_database_url: str, tmp_p
     ]
 
 
-def test_history_is_a_hypertable_when_timescaledb_is_available(empty_database_url: str) -> None:
-    available = "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    if not fetch(empty_database_url, available):
-        pytest.skip("timescaledb extension not available on this PostgreSQL server; "
-                    "set PROCESS_ENGINE_TEST_DATABASE_URL to a TimescaleDB server to run this")
-    migrate(empty_database_url)
-    hypertables = fetch(empty_database_url, "SELECT hypertable_name FROM "
-                        "timescaledb_information.hypertables")
-    assert ("process_history",) in hypertables
-    with psycopg.connect(empty_database_url) as conn:
-        assert configure_timescale(conn, "365 days", "7 days") is True
-        assert configure_timescale(conn, "365 days", "7 days") is True  # unchanged: no-op
-        assert configure_timescale(conn, None, None) is True
-
-
 def test_configure_timescale_without_timescaledb_is_a_logged_noop(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
