@@ -1,18 +1,27 @@
-"""TimescaleDB for real: the hypertable and the history policies."""
+"""TimescaleDB for real: the hypertable and the history policies, and a server that has the
+extension installed but not preloaded."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from process_engine.adapters.postgres import configure_timescale
+from process_engine.adapters.postgres import MIGRATIONS_DIR, configure_timescale, migrate
+from tests.fixtures.postgres import PostgresServer, is_hypertable
 
 ROOT = Path(__file__).resolve().parents[2]
+ALL_MIGRATIONS = sorted(path.name for path in MIGRATIONS_DIR.glob("*.sql"))
 JOBS = """
     SELECT proc_name, job_id, COALESCE(config ->> 'drop_after', config ->> 'compress_after')
     FROM timescaledb_information.jobs WHERE hypertable_name = 'process_history' ORDER BY 1"""
@@ -29,6 +38,8 @@ def migrate_command(database_url: str, **environ: str) -> subprocess.CompletedPr
     return subprocess.run([sys.executable, "-m", "process_engine.cli", "migrate"], env=environ,
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
 
+
+# -- on TimescaleDB ---------------------------------------------------------------
 
 def test_process_history_is_a_hypertable_on_its_timestamp(timescaledb_database_url: str) -> None:
     dimensions = fetch(timescaledb_database_url, "SELECT column_name FROM timescaledb_information.dimensions "
@@ -58,3 +69,75 @@ def test_migrate_command_creates_the_jobs_its_environment_asks_for(timescaledb_d
     assert "history retention/compression applied" in done.stdout
     jobs = [(name, interval) for name, _, interval in fetch(timescaledb_database_url, JOBS)]
     assert jobs == [("policy_compression", "3 days"), ("policy_retention", "180 days")]
+
+
+# -- installed but not preloaded ---------------------------------------------------
+
+@pytest.fixture
+def unpreloaded_database_url(unpreloaded_postgres: PostgresServer) -> Iterator[str]:
+    name = unpreloaded_postgres.create_database()
+    try:
+        yield unpreloaded_postgres.url(name)
+    finally:
+        unpreloaded_postgres.drop_database(name)
+
+
+def test_not_preloaded_migrates_plain_tables_and_logs_one_line_on_enabling(
+    unpreloaded_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = unpreloaded_database_url
+    caplog.set_level(logging.WARNING, logger="process_engine")
+    assert migrate(url) == ALL_MIGRATIONS
+    [line] = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert "timescaledb is installed but not in shared_preload_libraries" in line
+    assert "restart PostgreSQL before migrating a new database" in line
+    assert fetch(url, "SELECT extname FROM pg_extension WHERE extname = 'timescaledb'") == []
+    assert not is_hypertable(url)
+
+
+def test_migrate_command_on_a_server_without_the_preload_succeeds_with_that_line(unpreloaded_database_url: str) -> None:
+    done = migrate_command(unpreloaded_database_url)
+    assert done.returncode == 0, done.stderr
+    assert f"applied {len(ALL_MIGRATIONS)} migration(s)" in done.stdout
+    assert [line for line in done.stderr.splitlines() if line.strip()] == [
+        "postgres: timescaledb is installed but not in shared_preload_libraries, so process_history stays a plain "
+        "table; to use TimescaleDB add timescaledb to shared_preload_libraries in postgresql.conf and restart "
+        "PostgreSQL before migrating a new database"
+    ]
+
+
+def owned_database(server: PostgresServer, role: str) -> str:
+    """A database owned by `role` (created if need be); returns its URL as that role."""
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        name = f"{role}_{uuid.uuid4().hex[:6]}"
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(role)))
+    return make_conninfo(server.url(name), user=role)
+
+
+def drop_owned(server: PostgresServer, role: str, urls: list[str]) -> None:
+    for url in urls:
+        server.drop_database(conninfo_to_dict(url)["dbname"])
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_an_owner_who_may_not_read_the_preload_list_gets_the_same_choice(
+    unpreloaded_postgres: PostgresServer, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner = f"pe_owner_{uuid.uuid4().hex[:8]}"  # owns its database, no superuser: as on a managed PostgreSQL
+    caplog.set_level(logging.WARNING, logger="process_engine")
+    plain = owned_database(unpreloaded_postgres, owner)
+    servers = [(unpreloaded_postgres, [plain])]
+    try:
+        assert migrate(plain) == ALL_MIGRATIONS
+        assert not is_hypertable(plain) and "not in shared_preload_libraries" in caplog.text
+        if postgres_server.timescaledb is not None:  # and where it is preloaded, a hypertable
+            preloaded = owned_database(postgres_server, owner)
+            servers.append((postgres_server, [preloaded]))
+            assert migrate(preloaded) == ALL_MIGRATIONS
+            assert is_hypertable(preloaded)
+    finally:
+        for server, urls in servers:
+            drop_owned(server, owner, urls)
