@@ -1,5 +1,5 @@
-"""TimescaleDB for real: the hypertable and the history policies, and a server that has the
-extension installed but not preloaded."""
+"""TimescaleDB for real: the hypertable, the history policies, compression, the continuous aggregate,
+and a server that has the extension installed but not preloaded."""
 
 from __future__ import annotations
 
@@ -17,14 +17,17 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from process_engine.adapters.postgres import MIGRATIONS_DIR, configure_timescale, migrate
+from process_engine.adapters.postgres import MIGRATIONS_DIR, PostgresInstanceStore, configure_timescale, migrate
 from tests.fixtures.postgres import PostgresServer, is_hypertable
+from tests.migration.history_scenario import hours_ago, readme_statements, run_plant
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_MIGRATIONS = sorted(path.name for path in MIGRATIONS_DIR.glob("*.sql"))
+VIEWS = ("process_activity_stats", "process_activity_visits", "process_instance_durations", "process_history_hourly")
 JOBS = """
     SELECT proc_name, job_id, COALESCE(config ->> 'drop_after', config ->> 'compress_after')
     FROM timescaledb_information.jobs WHERE hypertable_name = 'process_history' ORDER BY 1"""
+HOURLY_TOTAL = "SELECT COALESCE(sum(events), 0)::int FROM process_history_hourly"
 
 
 def fetch(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -71,6 +74,45 @@ def test_migrate_command_creates_the_jobs_its_environment_asks_for(timescaledb_d
     assert jobs == [("policy_compression", "3 days"), ("policy_retention", "180 days")]
 
 
+def test_history_hourly_is_a_continuous_aggregate_its_policy_materializes(timescaledb_database_url: str) -> None:
+    url = timescaledb_database_url
+    run = run_plant(url, hours_ago(3))
+    [(realtime_only, materialized)] = fetch(url, """
+        SELECT materialized_only, format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)
+        FROM timescaledb_information.continuous_aggregates WHERE view_name = 'process_history_hourly'""")
+    [(job, offsets)] = fetch(url, """
+        SELECT job_id, format('%s..%s', config ->> 'start_offset', config ->> 'end_offset')
+        FROM timescaledb_information.jobs
+        WHERE proc_name = 'policy_refresh_continuous_aggregate' AND hypertable_name = 'process_history_hourly'""")
+    assert realtime_only is False and offsets == "2 days..01:00:00"
+    count_materialized = f"SELECT count(*) FROM {materialized}"
+    assert fetch(url, count_materialized) == [(0,)]
+    assert fetch(url, HOURLY_TOTAL) == [(run.history_rows,)]  # real time: before any refresh
+    with psycopg.connect(url, autocommit=True) as conn:  # what the scheduler does every 30 minutes
+        conn.execute("CALL run_job(%s)", (job,))
+    assert fetch(url, count_materialized)[0][0] > 0
+    assert fetch(url, HOURLY_TOTAL) == [(run.history_rows,)]  # materialized now, counted once
+
+
+def test_compressed_chunks_answer_the_readme_and_the_store_unchanged(timescaledb_database_url: str) -> None:
+    url = timescaledb_database_url
+    run = run_plant(url, hours_ago(3))
+    statements = readme_statements(run.succeeded) + [f"SELECT * FROM {view}" for view in VIEWS]
+    before = [sorted(fetch(url, statement), key=repr) for statement in statements]
+    with PostgresInstanceStore.connect(url, min_size=1, max_size=1) as store:
+        story = store.history(run.succeeded)
+    with psycopg.connect(url, autocommit=True) as conn:
+        configure_timescale(conn, None, "7 days")  # turns compression on for the table
+        compressed = conn.execute("SELECT compress_chunk(chunk) FROM show_chunks('process_history') AS chunk").fetchall()
+    assert compressed
+    chunks = fetch(url, "SELECT is_compressed FROM timescaledb_information.chunks WHERE hypertable_name = 'process_history'")
+    assert chunks and all(is_compressed for (is_compressed,) in chunks)
+    assert [sorted(fetch(url, statement), key=repr) for statement in statements] == before
+    assert all(before)
+    with PostgresInstanceStore.connect(url, min_size=1, max_size=1) as store:
+        assert store.history(run.succeeded) == story
+
+
 # -- installed but not preloaded ---------------------------------------------------
 
 @pytest.fixture
@@ -92,7 +134,8 @@ def test_not_preloaded_migrates_plain_tables_and_logs_one_line_on_enabling(
     assert "timescaledb is installed but not in shared_preload_libraries" in line
     assert "restart PostgreSQL before migrating a new database" in line
     assert fetch(url, "SELECT extname FROM pg_extension WHERE extname = 'timescaledb'") == []
-    assert not is_hypertable(url)
+    run = run_plant(url, hours_ago(3))
+    assert fetch(url, HOURLY_TOTAL) == [(run.history_rows,)]  # the plain view of the same name
 
 
 def test_migrate_command_on_a_server_without_the_preload_succeeds_with_that_line(unpreloaded_database_url: str) -> None:
