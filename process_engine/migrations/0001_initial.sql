@@ -161,7 +161,8 @@ BEGIN
     IF NOT preloaded AND NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
         RAISE WARNING 'timescaledb is installed but not in shared_preload_libraries, so process_history '
             'stays a plain table; to use TimescaleDB add timescaledb to shared_preload_libraries in '
-            'postgresql.conf and restart PostgreSQL before migrating a new database';
+            'postgresql.conf, restart PostgreSQL and run SELECT process_engine_enable_timescaledb(); '
+            'in this database';
         RETURN;
     END IF;
     BEGIN

@@ -13,7 +13,7 @@ from process_engine.adapters.postgres import MIGRATIONS_DIR
 from tests.migration.history_scenario import PlantRun, hours_ago, readme_statements, run_plant
 
 # The migrations that define views and functions; each may be run again.
-REPEATABLE = [MIGRATIONS_DIR / "0003_history_views.sql"]
+REPEATABLE = [MIGRATIONS_DIR / "0003_history_views.sql", MIGRATIONS_DIR / "0004_enable_timescaledb.sql"]
 
 
 def fetch(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:

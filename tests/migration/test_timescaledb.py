@@ -18,7 +18,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from process_engine.adapters.postgres import MIGRATIONS_DIR, PostgresInstanceStore, configure_timescale, migrate
-from tests.fixtures.postgres import PostgresServer, is_hypertable
+from tests.fixtures.postgres import LocalPostgres, PostgresServer, is_hypertable
+from tests.fixtures.timescaledb import installed_bin_dir
 from tests.migration.history_scenario import hours_ago, readme_statements, run_plant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +133,7 @@ def test_not_preloaded_migrates_plain_tables_and_logs_one_line_on_enabling(
     assert migrate(url) == ALL_MIGRATIONS
     [line] = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert "timescaledb is installed but not in shared_preload_libraries" in line
-    assert "restart PostgreSQL before migrating a new database" in line
+    assert "SELECT process_engine_enable_timescaledb();" in line
     assert fetch(url, "SELECT extname FROM pg_extension WHERE extname = 'timescaledb'") == []
     run = run_plant(url, hours_ago(3))
     assert fetch(url, HOURLY_TOTAL) == [(run.history_rows,)]  # the plain view of the same name
@@ -144,9 +145,29 @@ def test_migrate_command_on_a_server_without_the_preload_succeeds_with_that_line
     assert f"applied {len(ALL_MIGRATIONS)} migration(s)" in done.stdout
     assert [line for line in done.stderr.splitlines() if line.strip()] == [
         "postgres: timescaledb is installed but not in shared_preload_libraries, so process_history stays a plain "
-        "table; to use TimescaleDB add timescaledb to shared_preload_libraries in postgresql.conf and restart "
-        "PostgreSQL before migrating a new database"
+        "table; to use TimescaleDB add timescaledb to shared_preload_libraries in postgresql.conf, restart "
+        "PostgreSQL and run SELECT process_engine_enable_timescaledb(); in this database"
     ]
+
+
+def test_following_the_line_converts_the_database_and_keeps_its_history() -> None:
+    server = LocalPostgres(installed_bin_dir(), timescaledb=False)
+    try:
+        postgres = PostgresServer(server.start())
+        url = postgres.url(postgres.create_database())
+        migrate(url)
+        run = run_plant(url, hours_ago(3))
+        with pytest.raises(psycopg.errors.RaiseException, match="not in shared_preload_libraries"):
+            fetch(url, "SELECT process_engine_enable_timescaledb()")  # an error, not a lost connection
+        server.preload_timescaledb()
+        assert fetch(url, "SELECT process_engine_enable_timescaledb()") == [("continuous aggregate",)]
+        assert is_hypertable(url)
+        assert fetch(url, HOURLY_TOTAL) == [(run.history_rows,)]
+        assert len(fetch(url, "SELECT * FROM process_history WHERE instance_id = %s", (run.succeeded,))) == 9
+        assert fetch(url, "SELECT process_engine_enable_timescaledb()") == [("exists",)]
+        assert migrate(url) == []
+    finally:
+        server.stop()
 
 
 def owned_database(server: PostgresServer, role: str) -> str:
