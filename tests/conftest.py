@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.postgres",
+    "tests.fixtures.timescaledb",
     "tests.fixtures.kafka",
     "tests.fixtures.mqtt",
 ]

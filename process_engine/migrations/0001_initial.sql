@@ -140,8 +140,29 @@ $$;
 
 -- TimescaleDB when the server has it; plain PostgreSQL skips this block.
 DO $$
+DECLARE
+    preloaded BOOLEAN;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+        RETURN;
+    END IF;
+    -- Installed but not preloaded: CREATE EXTENSION would end the connection with a
+    -- FATAL error, which no EXCEPTION clause catches. Check first and stay plain.
+    BEGIN
+        preloaded := EXISTS (
+            SELECT 1 FROM unnest(string_to_array(current_setting('shared_preload_libraries'), ',')) AS lib
+            WHERE btrim(lib, ' "') ~ '(^|/)timescaledb$'
+        );
+    EXCEPTION WHEN insufficient_privilege THEN
+        -- Only superusers and pg_read_all_settings may read that list; the loader
+        -- defines this setting of its own only when it was preloaded.
+        preloaded := current_setting('timescaledb.disable_load', TRUE) IS NOT NULL;
+    END;
+    IF NOT preloaded AND NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+        RAISE WARNING 'timescaledb is installed but not in shared_preload_libraries, so process_history '
+            'stays a plain table; to use TimescaleDB add timescaledb to shared_preload_libraries in '
+            'postgresql.conf, restart PostgreSQL and run SELECT process_engine_enable_timescaledb(); '
+            'in this database';
         RETURN;
     END IF;
     BEGIN

@@ -170,29 +170,11 @@ def test_a_failing_migration_rolls_back_and_stops(empty_database_url: str, tmp_p
     ]
 
 
-def test_history_is_a_hypertable_when_timescaledb_is_available(empty_database_url: str) -> None:
-    available = "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    if not fetch(empty_database_url, available):
-        pytest.skip("timescaledb extension not available on this PostgreSQL server; "
-                    "set PROCESS_ENGINE_TEST_DATABASE_URL to a TimescaleDB server to run this")
-    migrate(empty_database_url)
-    hypertables = fetch(empty_database_url, "SELECT hypertable_name FROM "
-                        "timescaledb_information.hypertables")
-    assert ("process_history",) in hypertables
-    with psycopg.connect(empty_database_url) as conn:
-        assert configure_timescale(conn, "365 days", "7 days") is True
-        assert configure_timescale(conn, "365 days", "7 days") is True  # unchanged: no-op
-        assert configure_timescale(conn, None, None) is True
-
-
 def test_configure_timescale_without_timescaledb_is_a_logged_noop(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    plain_database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    installed = "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
-    if fetch(database_url, installed):
-        pytest.skip("timescaledb is installed here; the no-op path does not apply")
     caplog.set_level(logging.INFO, logger="process_engine")
-    with psycopg.connect(database_url) as conn:
+    with psycopg.connect(plain_database_url) as conn:
         assert configure_timescale(conn, "30 days", None) is False
     assert "timescaledb is not installed" in caplog.text
 
@@ -227,10 +209,8 @@ def test_a_sql_user_reads_an_instance_story_in_time_order(database_url: str) -> 
     assert row == [("completed", None, {"temperature": 27.5}, t0 + timedelta(minutes=5))]
 
 
-def test_migrate_command_reports_history_policies_skipped_without_timescaledb(database_url: str) -> None:
-    if fetch(database_url, "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
-        pytest.skip("timescaledb is installed here; the skipped path does not apply")
-    environ = {**os.environ, "DATABASE_URL": database_url, "HISTORY_RETENTION": "90 days", "PYTHONPATH": str(ROOT)}
+def test_migrate_command_reports_history_policies_skipped_without_timescaledb(plain_database_url: str) -> None:
+    environ = {**os.environ, "DATABASE_URL": plain_database_url, "HISTORY_RETENTION": "90 days", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "process_engine.cli", "migrate"], env=environ, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "(up to date)" in done.stdout

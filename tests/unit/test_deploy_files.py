@@ -1,4 +1,4 @@
-"""Dockerfile, docker-compose.yml and deploy/mosquitto.conf, checked without a Docker engine.
+"""Dockerfile, docker-compose.yml and deploy/mosquitto.conf, checked without a Docker engine (Grafana's files: test_grafana_files.py).
 
 `docker compose config` cannot run here; these tests parse the files and hold them to
 what the engine reads (Settings.from_environ) and to what the images expect.
@@ -62,9 +62,9 @@ class RecordingEnviron(Mapping[str, str]):
         return len(self.values)
 
 
-def test_compose_has_the_four_services(compose: dict[str, Any]) -> None:
+def test_compose_has_the_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redpanda", "timescaledb", "mosquitto", "engine"}
+    assert set(services) == {"redpanda", "timescaledb", "mosquitto", "engine", "prometheus", "grafana"}
     assert services["redpanda"]["image"].startswith("docker.redpanda.com/redpandadata/redpanda:")
     assert services["timescaledb"]["image"] == "timescale/timescaledb:latest-pg16"
     assert services["mosquitto"]["image"] == "eclipse-mosquitto:2"
@@ -112,7 +112,7 @@ def test_volumes_mount_definitions_read_only_and_keep_data(compose: dict[str, An
     assert "./deploy/mosquitto.conf:/mosquitto/config/mosquitto.conf:ro" in services["mosquitto"]["volumes"]
     assert "timescaledb-data:/var/lib/postgresql/data" in services["timescaledb"]["volumes"]
     assert "redpanda-data:/var/lib/redpanda/data" in services["redpanda"]["volumes"]
-    assert set(compose["volumes"]) == {"redpanda-data", "timescaledb-data", "mosquitto-data"}
+    assert set(compose["volumes"]) == {"redpanda-data", "timescaledb-data", "mosquitto-data", "prometheus-data", "grafana-data"}
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
