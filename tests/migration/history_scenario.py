@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from process_engine.adapters.definitions.yaml_loader import load_file, load_text
 from process_engine.adapters.postgres import PostgresInstanceStore
-from process_engine.adapters.yaml_loader import load_file, load_text
 from process_engine.app import definition_extensions
 from process_engine.engine import ActionFailed, ActionSucceeded
 from process_engine.ports import IncomingMessage, MessageCoordinate

@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from ruamel.yaml import YAML
 
-from process_engine.adapters.metrics import EngineMetrics
+from process_engine.adapters.observability.metrics import EngineMetrics
 from tests import dashboard
 
 ROOT = Path(__file__).resolve().parents[2]
