@@ -8,9 +8,11 @@ from typing import Any
 from process_engine.domain.compensation_fields import read_compensate
 from process_engine.domain.definition import RetryPolicy
 from process_engine.domain.field_builder import FieldBuilder, Path
+from process_engine.domain.name_checks import suggestion
 
 Reader = Callable[[FieldBuilder, Mapping[str, Any], Path, str], dict[str, Any]]
 
+RETRY_KEYS = frozenset({"max_attempts", "backoff", "multiplier", "max_backoff", "jitter"})
 COMMON_KEYS = frozenset({"id", "type", "next", "name", "description"})
 ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "start": frozenset(),
@@ -26,11 +28,16 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
 }
 
 
-def _unknown_keys(builder: FieldBuilder, item: Mapping[str, Any], path: Path, kind: str) -> None:
+def _unknown_keys(builder: FieldBuilder, item: Mapping[str, Any], path: Path, kind: str) -> bool:
+    """Report keys the type does not take; True when one looks like a misspelt allowed key."""
     allowed = COMMON_KEYS | ALLOWED_KEYS[kind]
+    misspelt = False
     for key in item:
         if key not in allowed:
-            builder.fail(path + (key,), f"unknown key '{key}' for a {kind} activity (allowed: {sorted(allowed)})")
+            hint = suggestion(str(key), allowed)
+            misspelt = misspelt or bool(hint)
+            builder.fail(path + (key,), f"unknown key '{key}' for a {kind} activity{hint} (allowed: {sorted(allowed)})")
+    return misspelt
 
 
 def _plain(kind: str) -> Reader:
@@ -42,9 +49,9 @@ def _plain(kind: str) -> Reader:
 
 
 def _decision(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
-    _unknown_keys(builder, item, path, "decision")
+    misspelt = _unknown_keys(builder, item, path, "decision")
     condition = item.get("condition")
-    if condition is None:
+    if condition is None and not misspelt:  # else the misspelling was the error
         builder.fail(path, f"decision '{activity_id}' needs a 'condition'")
     return {
         "condition": builder.expression(path + ("condition",), condition) if condition is not None else None,
@@ -63,7 +70,7 @@ def _service(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activit
     extensions = builder.extensions
     if action is not None and extensions.check_actions:
         if action not in extensions.actions:
-            builder.fail(path + ("action",), f"unknown action '{action}' (known: {sorted(extensions.actions)})")
+            builder.fail(path + ("action",), f"unknown action '{action}'{suggestion(action, extensions.actions)} (known: {sorted(extensions.actions)})")
         else:
             check = extensions.actions[action]
             for problem in (check(config) if check else []):
@@ -83,9 +90,9 @@ def _retry(builder: FieldBuilder, raw: Any, path: Path) -> RetryPolicy:
     if not isinstance(raw, Mapping):
         builder.fail(path, "'retry' must be a mapping with max_attempts and backoff")
         return RetryPolicy()
-    unknown = set(raw) - {"max_attempts", "backoff", "multiplier", "max_backoff", "jitter"}
+    unknown = set(raw) - RETRY_KEYS
     for key in sorted(unknown):
-        builder.fail(path + (key,), f"unknown retry setting '{key}'")
+        builder.fail(path + (key,), f"unknown retry setting '{key}'{suggestion(str(key), RETRY_KEYS)}")
     attempts = raw.get("max_attempts", 3)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         builder.fail(path + ("max_attempts",), "'max_attempts' must be an integer of at least 1")
@@ -111,10 +118,11 @@ def _retry(builder: FieldBuilder, raw: Any, path: Path) -> RetryPolicy:
 
 
 def _timer(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activity_id: str) -> dict[str, Any]:
-    _unknown_keys(builder, item, path, "timer")
+    misspelt = _unknown_keys(builder, item, path, "timer")
     has_duration, has_until = "duration" in item, "until" in item
     if has_duration == has_until:
-        builder.fail(path, f"timer '{activity_id}' needs exactly one of 'duration' (e.g. 5m, PT5M) or 'until'")
+        if not misspelt:  # else the misspelling was the error
+            builder.fail(path, f"timer '{activity_id}' needs exactly one of 'duration' (e.g. 5m, PT5M) or 'until'")
         return {}
     if has_duration:
         return {"duration": builder.duration(path + ("duration",), item["duration"])}

@@ -28,6 +28,7 @@ from process_engine.domain.expressions import Expression, compile_expression
 from process_engine.domain.extensions import Extensions
 from process_engine.domain.graph import check_graph
 from process_engine.domain.jsonpaths import JsonPath, compile_jsonpath
+from process_engine.domain.name_checks import check_names, suggestion
 from process_engine.domain.templates import Encoder, Template, compile_config, compile_template
 
 BUILT_IN_TYPES = frozenset(
@@ -44,6 +45,7 @@ class _Builder:
         self.file = file
         self.extensions = extensions
         self.errors: list[DefinitionError] = []
+        self.unknown_types = False
 
     def fail(self, path: Path, reason: str) -> None:
         """Record a problem at the nearest known line of `path`."""
@@ -139,17 +141,18 @@ def _build(builder: _Builder, document: Any) -> ProcessDefinition | None:
     known = {"id", "name", "version", "description", "trigger", "variables", "activities"}
     for key in document:
         if key not in known:
-            builder.fail((key,), f"unknown top-level key '{key}' (expected one of {sorted(known)})")
+            builder.fail((key,), f"unknown top-level key '{key}'{suggestion(str(key), known)} (expected one of {sorted(known)})")
     definition_id = builder.text(document, "id", ())
     name = builder.text(document, "name", (), required=False) or definition_id or ""
     version = _version(builder, document.get("version"))
     trigger = _trigger(builder, document.get("trigger"))
     variables = _variables(builder, document.get("variables") or [])
     activities = _activities(builder, document.get("activities"))
-    start = check_graph(activities, builder.fail) if activities else None
+    # With an activity left out for its unknown type, the graph would only repeat that error.
+    start = check_graph(activities, builder.fail) if activities and not builder.unknown_types else None
     if not definition_id or trigger is None or start is None or builder.errors:
         return None
-    return ProcessDefinition(
+    definition = ProcessDefinition(
         id=definition_id,
         name=name,
         version=version,
@@ -161,6 +164,8 @@ def _build(builder: _Builder, document: Any) -> ProcessDefinition | None:
         source_file=builder.file,
         raw=dict(document),
     )
+    check_names(definition, builder.fail)  # on a sound graph only: no follow-on errors
+    return None if builder.errors else definition
 
 
 def _version(builder: _Builder, value: Any) -> int:
@@ -252,7 +257,9 @@ def _activity(
     custom = builder.extensions.activity_types.get(kind) if isinstance(kind, str) else None
     if kind not in BUILT_IN_TYPES and custom is None:
         known = sorted(BUILT_IN_TYPES | set(builder.extensions.activity_types))
-        builder.fail(path + ("type",), f"activity '{activity_id}' has unknown type {kind!r} (expected one of {known})")
+        hint = suggestion(kind, known) if isinstance(kind, str) else ""
+        builder.fail(path + ("type",), f"activity '{activity_id}' has unknown type {kind!r}{hint} (expected one of {known})")
+        builder.unknown_types = True
         return None
     explicit_next = builder.text(item, "next", path, required=False)
     # The implicit-next rule: no `next` continues with the activity listed after it.

@@ -11,6 +11,7 @@ from typing import Any
 
 from process_engine.domain.definition import Compensation
 from process_engine.domain.field_builder import FieldBuilder, Path
+from process_engine.domain.name_checks import suggestion
 
 
 def read_compensate(builder: FieldBuilder, raw: Any, path: Path) -> Compensation | None:
@@ -33,7 +34,7 @@ def read_compensate(builder: FieldBuilder, raw: Any, path: Path) -> Compensation
     extensions = builder.extensions
     if action is not None and extensions.check_actions:
         if action not in extensions.actions:
-            builder.fail(path + ("action",), f"unknown action '{action}' (known: {sorted(extensions.actions)})")
+            builder.fail(path + ("action",), f"unknown action '{action}'{suggestion(action, extensions.actions)} (known: {sorted(extensions.actions)})")
         else:
             check = extensions.actions[action]
             for problem in (check(config) if check else []):
