@@ -143,7 +143,7 @@ class Engine:
         self.dispatcher = TimedDispatcher(
             self.store, self.registry, clock=self.clock, new_id=new_event_id, inline_actions=inline,
             on_steps=self._steps_committed, on_batch=self.metrics.batch_done,
-            limits=MessageLimits(max_bytes=settings.max_message_bytes),
+            limits=MessageLimits(max_bytes=settings.max_message_bytes), on_holds=self._holds_committed,
         )
         self.folder = DefinitionFolder(settings.definitions_path, self.registry, self.extensions)
         self.timers = TimerService(self.store, self.dispatcher, clock=self.clock, on_fired=self.metrics.timers_fired)
@@ -161,6 +161,10 @@ class Engine:
         self.metrics.steps_committed(steps)
         for listener in self.step_listeners:
             listener(steps)
+
+    def _holds_committed(self, events: list[Any]) -> None:
+        self.timers.notice_holds(events)
+        self.metrics.holds_changed(events)
 
     def start(self) -> None:
         """Load definitions and start every worker."""
