@@ -15,6 +15,7 @@ from process_engine.engine.holds import HoldEvent
 from process_engine.ports import IncomingMessage, InstanceQuery, MessageCoordinate
 from process_engine.runtime.dispatcher import Dispatcher
 from process_engine.runtime.registry import DefinitionRegistry
+from tests.unit.test_definition_validation import errors_of
 from tests.unit.test_dispatcher import T0, Clock
 from tests.unit.walking import definition_from
 
@@ -269,3 +270,45 @@ def test_a_message_meeting_a_hold_of_the_old_trigger_opens_a_new_one() -> None:
     [state] = h.store.load_trigger_states([("hot", "fz-1")]).values()
     assert state.held_since == T0 + MINUTE and state.due_at == T0 + 11 * MINUTE
     assert h.kinds()[-2:] == [("dropped", "trigger_changed"), ("opened", "for")]
+
+
+# --- validation ------------------------------------------------------------------
+
+
+def held(*rules: str, kind: str = "kafka") -> str:
+    """GOOD with these lines added under `trigger`."""
+    head = "id: x\ntrigger:\n  type: " + kind + "\n  topic: t\n" + ("  cron: '* * * * *'\n" if kind == "schedule" else "")
+    return head + "".join(f"  {rule}\n" for rule in rules) + "activities:\n  - {id: start, type: start}\n  - {id: done, type: end}\n"
+
+
+def test_rules_parse_into_the_trigger() -> None:
+    trigger = definition_from(held("for: 4m30s", "cooldown: PT30M")).trigger
+    assert (trigger.hold_for, trigger.cooldown, trigger.count) == (timedelta(minutes=4, seconds=30), timedelta(minutes=30), None)
+    counted = definition_from(held("count: 3", "within: 10m")).trigger
+    assert (counted.count, counted.within, counted.holds) == (3, timedelta(minutes=10), True)
+    assert definition_from(held()).trigger.holds is False and counted.config_hash != trigger.config_hash
+
+
+@pytest.mark.parametrize(
+    ("rules", "line", "reason"),
+    [
+        (("forr: 4s",), 5, "unknown trigger key 'forr' (did you mean 'for'?)"),
+        (("cooldwn: 4s",), 5, "unknown trigger key 'cooldwn' (did you mean 'cooldown'?)"),
+        (("colour: red",), 5, "unknown trigger key 'colour' (expected one of"),
+        (("count: 3",), 5, "'count' needs 'within' (e.g. count: 3 with within: 10m)"),
+        (("within: 10m",), 5, "'within' needs 'count'"),
+        (("for: 5m", "count: 3", "within: 10m"), 6, "'for' and 'count' cannot be combined"),
+        (("for: soon",), 5, "bad duration 'soon'"),
+        (("for: 0s",), 5, "'for' must be longer than zero"),
+        (("count: 0", "within: 1m"), 5, "'count' must be a whole number from 1 to 1000, got 0"),
+        (("cooldown: -5m",), 5, "bad duration '-5m'"),
+    ],
+)
+def test_rule_mistakes_name_the_line_and_the_fix(rules: tuple[str, ...], line: int, reason: str) -> None:
+    problems = errors_of(held(*rules))
+    assert any(found_line == line and found.startswith(reason) for found_line, found in problems), problems
+
+
+def test_rules_need_a_topic_trigger() -> None:
+    [(line, reason)] = errors_of(held("for: 5m", kind="schedule"))
+    assert line == 6 and reason == "'for' needs a kafka/redpanda trigger: it holds messages per key"
