@@ -122,6 +122,7 @@ class Engine:
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     step_listeners: list[Callable[[list[Step]], None]] = field(default_factory=list)
+    hold_listeners: list[Callable[[list[Any]], None]] = field(default_factory=list)  # engine.holds.HoldEvent lists
     http_port: int | None = None  # the bound port, once service.py serves HTTP
 
     def build(self) -> None:
@@ -165,6 +166,8 @@ class Engine:
     def _holds_committed(self, events: list[Any]) -> None:
         self.timers.notice_holds(events)
         self.metrics.holds_changed(events)
+        for listener in self.hold_listeners:
+            listener(events)
 
     def start(self) -> None:
         """Load definitions and start every worker."""
