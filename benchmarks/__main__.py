@@ -3,7 +3,7 @@
 Starts the servers the tests use (PostgreSQL, Tansu, Mosquitto), measures the raw
 limits (B1 Kafka consume, B2 binary COPY of the engine's rows) and the seed's naive
 design (B4), then runs the real engine (TriggerConsumer, Dispatcher,
-PostgresInstanceStore, TimerService, outbox) in a child process for T1-T4. Prints a
+PostgresInstanceStore, TimerService, outbox) in a child process for T1-T5. Prints a
 table, writes JSON under benchmarks/results/ and a plot for the README.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from benchmarks import phases, raw, report
 from benchmarks.engine_control import EngineProcess
 from benchmarks.servers import Stack
-from benchmarks.workload import produce_backlog, write_definitions
+from benchmarks.workload import produce_backlog, write_definitions, write_holding
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +56,8 @@ def step(name: str) -> None:
 def run(stack: Stack, sizes: phases.Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every phase in order; returns what each measured and the engine's samples."""
     suffix = uuid.uuid4().hex[:6]
-    topics = phases.Topics(f"bench-five-{suffix}", f"bench-seed-{suffix}", f"bench-wait-{suffix}")
-    for topic in (topics.five, topics.seed, topics.wait):
+    topics = phases.Topics(f"bench-five-{suffix}", f"bench-seed-{suffix}", f"bench-wait-{suffix}", f"bench-hold-{suffix}")
+    for topic in (topics.five, topics.seed, topics.wait, topics.hold):
         stack.topic(topic, 4)
     folder = stack.workdir / "processes"
     write_definitions(folder, topics.five, topics.seed, topics.wait)
@@ -100,6 +100,13 @@ def run(stack: Stack, sizes: phases.Sizes) -> tuple[dict[str, Any], dict[str, An
         measured["T3"] = phases.timer_lateness(engine, engine_url, folder / "bench-wait.yaml", sizes)
         step(f"T4 memory ({sizes.waiting:,} waiting instances)")
         measured["T4"] = phases.waiting_memory(engine, stack.bootstrap, topics.wait, engine_url, sizes.waiting)
+        step(f"T5 every key holding ({sizes.holding:,} messages over 1,000 keys)")
+        # Produced and read raw before the engine knows the topic, so neither shares the
+        # machine with the other; the engine then subscribes and works off the backlog.
+        produce_backlog(stack.bootstrap, topics.hold, sizes.holding)  # devices hp-0 .. hp-999
+        measured["T5 raw"] = raw.consume_rate(stack.bootstrap, topics.hold, sizes.holding, sizes.batch_size)
+        write_holding(folder, topics.hold)
+        measured["T5"] = phases.holding_rate(engine, sizes.holding)
         samples = engine.stop()
     finally:
         engine.kill()

@@ -37,6 +37,7 @@ class Recorder:
         self.batches: list[tuple[float, int]] = []  # (committed, bench-five completed in it)
         self.seed_batches: list[tuple[float, int]] = []
         self.fired: list[tuple[str, float]] = []  # (timer id, committed)
+        self.held = 0  # bench-hold messages that opened or updated their key's hold
 
     def steps(self, steps: list[Step]) -> None:
         """The step listener."""
@@ -67,6 +68,12 @@ class Recorder:
             if seed:
                 self.seed_batches.append((now, seed))
 
+    def holds(self, events: list[Any]) -> None:
+        """The hold listener: messages held, committed."""
+        held = sum(1 for e in events if e.definition_id == "bench-hold" and e.kind in ("opened", "held"))
+        with self.lock:
+            self.held += held
+
     def progress(self) -> dict[str, Any]:
         """Counters so far."""
         with self.lock:
@@ -76,6 +83,7 @@ class Recorder:
                 "seed_waiting": self.seed_waiting,
                 "waiting": self.waiting,
                 "fired": len(self.fired),
+                "held": self.held,
             }
 
     def samples(self) -> dict[str, Any]:
@@ -108,6 +116,7 @@ def main() -> int:
     recorder = Recorder()
     engine = Engine(settings)
     engine.step_listeners.append(recorder.steps)
+    engine.hold_listeners.append(recorder.holds)
     engine.build()
     engine.start()
     tune_runtime()  # as `process-engine run` does

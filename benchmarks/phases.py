@@ -28,11 +28,12 @@ class Sizes:
     timer_window: float = 10.0
     waiting: int = 100_000  # T4
     batch_size: int = 500
+    holding: int = 40_000  # T5, over 1,000 keys that all hold
 
 
 QUICK = Sizes(
     backlog=10_000, copy_instances=10_000, naive_seconds=1.0, latency_seconds=4.0, seed=1_000,
-    timers=10_000, timers_due=2_000, timer_window=3.0, waiting=10_000,
+    timers=10_000, timers_due=2_000, timer_window=3.0, waiting=10_000, holding=6_000,
 )
 
 
@@ -43,6 +44,7 @@ class Topics:
     five: str
     seed: str
     wait: str
+    hold: str = ""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -142,3 +144,16 @@ def waiting_memory(engine: EngineProcess, bootstrap: str, topic: str, database_u
         "rss_per_instance": (rss_after - rss_before) / count,
         "db_per_instance": (disk_after - disk_before) / count,
     }
+
+
+def holding_rate(engine: EngineProcess, count: int, timeout: float = 300) -> dict[str, Any]:
+    """T5: the engine works off `count` messages (already produced) on a topic where every key holds.
+
+    None starts an instance: each opens or updates its key's hold, read and written
+    with its batch. Timed by the progress lines, as T1 is.
+    """
+    # 120 s: the engine subscribes to the topic at its next folder scan, then joins the group again.
+    first = engine.wait(lambda: engine.progress if engine.progress.get("held", 0) > 0 else None, 120, "its first held message")
+    last = engine.wait_count("held", count, timeout)
+    done = last["held"] - first["held"]
+    return {"rate": done / max(last["t"] - first["t"], 1e-6), "count": count}

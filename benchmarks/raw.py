@@ -71,9 +71,9 @@ class _CapturingStore(MemoryInstanceStore):
 
     captured: tuple[Any, Any] | None = None
 
-    def prepare_commit(self, steps, ledger=(), dead_letters=()):  # type: ignore[override]
+    def prepare_commit(self, steps, ledger=(), dead_letters=(), holds=()):  # type: ignore[override]
         self.captured = (list(steps), list(ledger))
-        return super().prepare_commit(steps, ledger, dead_letters)
+        return super().prepare_commit(steps, ledger, dead_letters, holds)
 
 
 def engine_plan(definition_file: Path, topic: str, batch_size: int) -> CommitPlan:

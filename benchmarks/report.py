@@ -44,6 +44,9 @@ ROWS = (
     ("T3 max", "T3 timer lateness max", "ms", "<= 500"),
     ("T4 engine", "T4 engine RSS growth per waiting instance", "bytes", "<= 2,048"),
     ("T4 db", "T4 PostgreSQL bytes per waiting instance", "bytes", "(context)"),
+    ("T5", "T5 every key holding (for: 1h)", "msg/s", ""),
+    ("T5 raw", "   raw Kafka consume of the same topic", "msg/s", ""),
+    ("T5/raw", "T5 / its raw consume", "", "(the cost of holds)"),
 )
 
 
@@ -98,6 +101,8 @@ def figures(measured: dict[str, Any], samples: dict[str, Any]) -> dict[str, floa
         "T3 p50": percentile(lateness, 0.50), "T3 p99": percentile(lateness, 0.99),
         "T3 max": max(lateness, default=0.0),
         "T4 engine": measured["T4"]["rss_per_instance"], "T4 db": measured["T4"]["db_per_instance"],
+        "T5": measured["T5"]["rate"], "T5 raw": measured["T5 raw"],
+        "T5/raw": measured["T5"]["rate"] / measured["T5 raw"],
     }
 
 

@@ -73,6 +73,35 @@ activities:
 """
 
 
+# T5: every key holds (`for: 1h` never comes due within the run), so each message
+# opens or updates its device's hold and starts nothing: the cost of holds alone.
+HOLDING = """\
+id: bench-hold
+name: Benchmark, every key holding
+trigger:
+  type: kafka
+  topic: {topic}
+  condition: fields.flow_temp_c > 0
+  correlate: tags.device_id
+  for: 1h
+variables:
+  - name: device_id
+    source: tags.device_id
+  - name: temperature
+    source: fields.flow_temp_c
+activities:
+  - id: start
+    type: start
+  - id: end
+    type: end
+"""
+
+
+def write_holding(folder: Path, hold_topic: str) -> None:
+    """The T5 definition, added while the engine runs: it subscribes at its next folder scan."""
+    (folder / "bench-hold.yaml").write_text(HOLDING.format(topic=hold_topic), encoding="utf-8")
+
+
 def write_definitions(folder: Path, five_topic: str, seed_topic: str, wait_topic: str) -> None:
     """The three benchmark definitions; the seed example's activities unchanged."""
     folder.mkdir(parents=True, exist_ok=True)

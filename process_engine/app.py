@@ -141,6 +141,7 @@ class Engine:
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     step_listeners: list[Callable[[list[Step]], None]] = field(default_factory=list)
+    hold_listeners: list[Callable[[list[Any]], None]] = field(default_factory=list)  # engine.holds.HoldEvent lists
     http_port: int | None = None  # the bound port, once service.py serves HTTP
 
     def build(self) -> None:
@@ -167,7 +168,7 @@ class Engine:
         self.dispatcher = TimedDispatcher(
             self.store, self.registry, clock=self.clock, new_id=new_event_id, inline_actions=inline,
             on_steps=self._steps_committed, on_batch=self.metrics.batch_done,
-            limits=MessageLimits(max_bytes=settings.max_message_bytes),
+            limits=MessageLimits(max_bytes=settings.max_message_bytes), on_holds=self._holds_committed,
             refresh_interval=settings.history_refresh_interval,
         )
         self.folder = DefinitionFolder(settings.definitions_path, self.registry, self.extensions)
@@ -191,6 +192,12 @@ class Engine:
         self.metrics.steps_committed(steps)
         for listener in self.step_listeners:
             listener(steps)
+
+    def _holds_committed(self, events: list[Any]) -> None:
+        self.timers.notice_holds(events)
+        self.metrics.holds_changed(events)
+        for listener in self.hold_listeners:
+            listener(events)
 
     def start(self) -> None:
         """Load definitions and start every worker."""

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from process_engine.domain.instance import InstanceState
+from process_engine.domain.trigger_state import TriggerState
 from process_engine.engine.commands import Command
 
 
@@ -58,6 +59,20 @@ class LedgerEntry(NamedTuple):
     coordinate: MessageCoordinate
     definition_id: str
     instance_id: str | None
+
+
+class HoldWrite(NamedTuple):
+    """A key's trigger state (hold, counts, cooldown) to save, or to delete when `state` is None.
+
+    Guarded by the version it was read at: 0 means it was not stored, so it must not
+    exist yet; a mismatch raises ConcurrencyConflict, so a message updating a hold and
+    a replica completing it cannot both win.
+    """
+
+    definition_id: str
+    correlation_key: str
+    state: TriggerState | None
+    expected_version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +158,12 @@ class InstanceStore(Protocol):
         steps: Sequence[Step],
         ledger: Sequence[LedgerEntry] = (),
         dead_letters: Sequence[DeadLetter] = (),
+        holds: Sequence[HoldWrite] = (),
     ) -> None:
-        """Commit every step, ledger entry and dead letter in one transaction.
+        """Commit every step, ledger entry, dead letter and trigger state in one transaction.
 
-        Raises ConcurrencyConflict if any step's expected version is stale or its
-        consumed timer/action is gone; nothing is written then.
+        Raises ConcurrencyConflict if any step's or trigger state's expected version is
+        stale or its consumed timer/action is gone; nothing is written then.
         """
 
     def prepare_commit(
@@ -155,6 +171,7 @@ class InstanceStore(Protocol):
         steps: Sequence[Step],
         ledger: Sequence[LedgerEntry] = (),
         dead_letters: Sequence[DeadLetter] = (),
+        holds: Sequence[HoldWrite] = (),
     ) -> Any:
         """The CPU half of `commit`, with no IO: check the batch and shape its rows.
 
@@ -210,3 +227,12 @@ class InstanceStore(Protocol):
 
     def claim_actions(self, now: datetime, limit: int, lease_seconds: float) -> list[PendingAction]:
         """Outbox actions ready for delivery, claimed for `lease_seconds`."""
+
+    def load_trigger_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TriggerState]:
+        """The stored trigger state of each (definition id, correlation key); keys with none are absent."""
+
+    def claim_due_holds(self, now: datetime, limit: int, lease_seconds: float) -> list[TriggerState]:
+        """Trigger states whose `for` hold is due at `now`, claimed for `lease_seconds`."""
+
+    def next_hold_due(self) -> datetime | None:
+        """When the earliest hold becomes claimable."""

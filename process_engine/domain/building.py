@@ -30,6 +30,7 @@ from process_engine.domain.graph import check_graph
 from process_engine.domain.jsonpaths import JsonPath, compile_jsonpath
 from process_engine.domain.name_checks import check_names, suggestion
 from process_engine.domain.templates import Encoder, Template, compile_config, compile_template
+from process_engine.domain.trigger_rules import check_keys, read_rules
 
 BUILT_IN_TYPES = frozenset(
     {"start", "end", "decision", "service", "timer", "wait", "set", "parallel", "join", "compensate"}
@@ -186,6 +187,7 @@ def _trigger(builder: _Builder, raw: Any) -> Trigger | None:
     if kind not in TRIGGER_TYPES:
         builder.fail(path + ("type",), f"unknown trigger type {kind!r} (expected one of {list(TRIGGER_TYPES)})")
         return None
+    check_keys(builder, raw, path)
     topic = builder.text(raw, "topic", path, required=kind in ("redpanda", "kafka"))
     cron = builder.text(raw, "cron", path, required=kind == "schedule")
     condition = builder.expression(path + ("condition",), raw["condition"]) if raw.get("condition") else None
@@ -195,7 +197,8 @@ def _trigger(builder: _Builder, raw: Any) -> Trigger | None:
         builder.fail(path + ("mode",), f"unknown mode {mode!r} (expected one of {list(INSTANCE_MODES)})")
     if cron is not None and len(cron.split()) != 5:
         builder.fail(path + ("cron",), f"bad cron {cron!r}: expected 5 fields (minute hour day month weekday)")
-    return Trigger(type=kind, topic=topic, condition=condition, correlate=correlate, mode=mode, cron=cron)
+    rules = read_rules(builder, raw, path, is_topic=kind in ("redpanda", "kafka"))
+    return Trigger(type=kind, topic=topic, condition=condition, correlate=correlate, mode=mode, cron=cron, **rules)
 
 
 def _variables(builder: _Builder, raw: Any) -> tuple[Variable, ...]:

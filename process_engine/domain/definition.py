@@ -24,11 +24,23 @@ class Trigger:
     correlate: JsonPath | None = None
     mode: str = "single"
     cron: str | None = None
+    # Telemetry holds (PRODUCT.md): `for` is a keyword, hence `hold_for`.
+    hold_for: timedelta | None = None
+    count: int | None = None
+    within: timedelta | None = None
+    cooldown: timedelta | None = None
+    # A hash of the trigger's YAML: a pending hold kept under another hash is dropped.
+    config_hash: str = ""
 
     @property
     def is_topic(self) -> bool:
         """True when messages on `topic` start instances."""
         return self.type in ("redpanda", "kafka")
+
+    @property
+    def holds(self) -> bool:
+        """True when starts go through the per-key rules `for`, `count` or `cooldown`."""
+        return self.hold_for is not None or self.count is not None or self.cooldown is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,14 +195,24 @@ class Simulator:
     def _fire_due(self, until: datetime) -> None:
         self._settle()
         fired = 0
-        while (due := self.store.next_timer_due()) is not None and due <= until:
+        while (due := self._next_due()) is not None and due <= until:
             self.clock.now = max(self.clock.now, due)
             timers = self.store.claim_due_timers(self.now, CLAIM_LIMIT, LEASE_SECONDS)
             fired += len(timers)
             if fired > MAX_TIMER_FIRINGS:
                 raise SimulationError(f"more than {MAX_TIMER_FIRINGS} timers fired in a row by {self.now.isoformat()}: a timer loop? (a flow test can bound it with run_for)")
-            self.dispatcher.fire_timers(timers)
+            if timers:
+                self.dispatcher.fire_timers(timers)
+            # Trigger holds (`for:`) complete as simulated time passes, as the live sweep completes them.
+            if holds := self.store.claim_due_holds(self.now, CLAIM_LIMIT, LEASE_SECONDS):
+                fired += len(holds)
+                self.dispatcher.fire_holds(holds)
             self._settle()
+
+    def _next_due(self) -> datetime | None:
+        """The earliest time a timer or a trigger hold comes due."""
+        due = [t for t in (self.store.next_timer_due(), self.store.next_hold_due()) if t is not None]
+        return min(due, default=None)
 
     def _settle(self) -> None:
         """Answer every action in the outbox (answers may request more: retries, next activities)."""

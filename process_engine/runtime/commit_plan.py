@@ -29,8 +29,9 @@ from process_engine.engine.commands import (
     RunAction,
     ScheduleTimer,
 )
-from process_engine.ports import DeadLetter, InstanceQuery, LedgerEntry, Step
+from process_engine.ports import DeadLetter, HoldWrite, InstanceQuery, LedgerEntry, Step
 from process_engine.runtime.event_ids import id_source
+from process_engine.runtime.hold_rows import HoldPlan, plan_holds
 from process_engine.runtime.redaction import ACTION_REQUESTED, redacted
 
 # What orjson refuses (integers above 64 bits, lone surrogates) goes through the
@@ -131,6 +132,7 @@ class CommitPlan:
     actions: list[ActionRow] = field(default_factory=list)
     ledger: list[LedgerRow] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    holds: HoldPlan = field(default_factory=lambda: HoldPlan([], [], []))
 
 
 def plan_commit(
@@ -138,6 +140,7 @@ def plan_commit(
     ledger: Sequence[LedgerEntry] = (),
     dead_letters: Sequence[DeadLetter] = (),
     new_id: Callable[[], str] | None = None,
+    holds: Sequence[HoldWrite] = (),
 ) -> CommitPlan:
     """Check and group a batch. Raises ConcurrencyConflict or StoreError."""
     planner = _Planner(new_id or id_source())
@@ -146,6 +149,8 @@ def plan_commit(
     for entry in ledger:
         planner.add_ledger(entry)
     planner.plan.dead_letters.extend(dead_letters)
+    if holds:
+        planner.plan.holds = plan_holds(holds, to_json_text, require_aware)
     return planner.finish()
 
 

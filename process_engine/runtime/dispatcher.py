@@ -14,8 +14,10 @@ from typing import Any
 
 from process_engine.domain.errors import ConcurrencyConflict, StoreError, StoreUnavailable
 from process_engine.domain.instance import InstanceState
+from process_engine.domain.trigger_state import TriggerState
 from process_engine.engine import ActionFailed, ActionSucceeded, Start, TimerFired
 from process_engine.engine.events import Event
+from process_engine.engine.triggers import is_queued
 from process_engine.ports import (
     DueTimer,
     LedgerEntry,
@@ -84,6 +86,47 @@ class Dispatcher(MessageDispatcher):
             return
         unit.consumed_timers[instance.id] = timer.timer_id
         unit.apply_or_fail(unit.definition_of(instance), instance, TimerFired(timer.timer_id), f"timer:{timer.timer_id}")
+
+    def fire_holds(self, claimed: Sequence[TriggerState]) -> list[str]:
+        """Complete claimed `for` holds whose time is up; returns the ids of the instances started.
+
+        Each hold is read again (a message may have changed it since the claim); its
+        instance is started and the hold closed in one transaction guarded by the
+        hold's version, so a message updating it and a replica completing it cannot
+        both win. A hold that conflicts is left to the message that changed it.
+
+        Raises:
+            StoreUnavailable: the database is down; the holds are claimed again after their lease.
+        """
+
+        def work(unit: UnitOfWork) -> list[str]:
+            keys = [state.key for state in claimed]
+            unit.holds.prefetch(keys)
+            unit.prefetch_active(keys)
+            return [instance_id for key in keys if (instance_id := self._complete_hold(unit, key)) is not None]
+
+        try:
+            return self._run(work)[0]
+        except StoreUnavailable:
+            raise
+        except StoreError as error:
+            if len(claimed) == 1:
+                log.info("hold of %s for key %r not completed here: %s", claimed[0].definition_id, claimed[0].correlation_key, error)
+                return []
+        return [instance_id for state in claimed for instance_id in self.fire_holds([state])]
+
+    def _complete_hold(self, unit: UnitOfWork, key: tuple[str, str]) -> str | None:
+        definition = self.registry.current(key[0])
+        if definition is not None and not all(is_queued(i) for i in unit.active_by_key(*key)):
+            unit.holds.drop(definition, key[1], "active_instance")  # started another way meanwhile
+            return None
+        outcome = unit.holds.due(definition, key, unit.now)
+        if outcome.start is None or definition is None:
+            return None
+        start = outcome.start
+        instance_id = self.new_id()
+        unit.apply(definition, None, Start(instance_id, start.variables, start.document, key[1], start.missing), f"hold:{start.cause}")
+        return instance_id
 
     def action_finished(self, action: PendingAction, outcome: ActionSucceeded | ActionFailed) -> list[Step]:
         """Feed an action's outcome back; the outbox row is used up in the same transaction.

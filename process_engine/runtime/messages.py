@@ -14,6 +14,7 @@ from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import ConcurrencyConflict, ExpressionError, StoreError, StoreUnavailable
 from process_engine.engine import Cancel, Start, VariablesRefreshed
 from process_engine.engine.commands import InstanceCompleted, InstanceFailed, RecordHistory
+from process_engine.engine.holds import HoldEvent
 from process_engine.engine.triggers import Match, correlation_key, is_queued, match, plan
 from process_engine.engine.walker import new_instance
 from process_engine.ports import (
@@ -92,6 +93,7 @@ class MessageDispatcher:
         on_steps: Callable[[list[Step]], None] | None = None,
         limits: MessageLimits = MessageLimits(),
         refresh_interval: float = 0.0,
+        on_holds: Callable[[list[HoldEvent]], None] | None = None,
     ):
         self.store = store
         self.registry = registry
@@ -102,6 +104,7 @@ class MessageDispatcher:
         self.on_steps = on_steps
         self.limits = limits
         self.refresh_interval = refresh_interval  # HISTORY_REFRESH_INTERVAL, seconds (0: every change)
+        self.on_holds = on_holds  # told what the trigger hold rules did, once committed
 
     # -- the unit-of-work loop ------------------------------------------------
     def _run(self, work: Callable[[UnitOfWork], Any]) -> tuple[Any, list[Step]]:
@@ -116,10 +119,16 @@ class MessageDispatcher:
                     raise
                 time.sleep(self.retry.delay(attempt))
                 continue
-            if self.on_steps is not None and steps:
-                self.on_steps(steps)
+            self._committed(unit, steps)
             return result, steps
         raise AssertionError("unreachable")
+
+    def _committed(self, unit: UnitOfWork, steps: list[Step]) -> None:
+        """Tell the listeners what a committed unit of work did."""
+        if self.on_steps is not None and steps:
+            self.on_steps(steps)
+        if self.on_holds is not None and unit.holds.events:
+            self.on_holds(list(unit.holds.events))
 
     # -- messages ---------------------------------------------------------------
     def handle_batch(self, messages: Sequence[IncomingMessage]) -> BatchResult:
@@ -208,7 +217,9 @@ class MessageDispatcher:
                     document = self._decode(unit, message, result)
                     if document is not None:
                         fresh.append((message, document))
-            unit.prefetch_active(self._keys(unit, fresh, result))  # one query instead of one per message
+            keys = self._keys(unit, fresh, result)
+            unit.prefetch_active(keys)  # one query instead of one per message
+            unit.holds.prefetch(keys)  # the same for the keys of definitions with hold rules
             for message, document in fresh:
                 self._message(unit, message, document, result)
             self._start_queued(unit)
@@ -261,8 +272,7 @@ class MessageDispatcher:
             StoreError: nothing was committed; handle the messages with `handle_batch`.
         """
         steps = prepared.unit.commit()
-        if self.on_steps is not None and steps:
-            self.on_steps(steps)
+        self._committed(prepared.unit, steps)
         prepared.result.steps = steps
         return prepared.result
 
@@ -324,8 +334,11 @@ class MessageDispatcher:
         found: Match, result: BatchResult,
     ) -> None:
         active = unit.active_by_key(definition.id, found.correlation_key) if found.correlation_key is not None else []
-        decided = plan(definition, found, active)
         cause = f"{message.coordinate.topic}:{message.coordinate.partition}:{message.coordinate.offset}"
+        if definition.trigger.holds and all(is_queued(i) for i in active):
+            self._held(unit, definition, message, document, found, cause, result)
+            return
+        decided = plan(definition, found, active)
         for instance_id in decided.cancel:
             instance = unit.load(instance_id)
             unit.apply(unit.definition_of(instance), instance, Cancel("restarted by a newer message"), cause)
@@ -342,6 +355,25 @@ class MessageDispatcher:
         else:
             unit.apply(definition, None, start, cause)
             result.started.append(instance_id)
+        unit.ledger.append(LedgerEntry(message.coordinate, definition.id, instance_id))
+
+    def _held(
+        self, unit: UnitOfWork, definition: ProcessDefinition, message: IncomingMessage, document: dict[str, Any],
+        found: Match, cause: str, result: BatchResult,
+    ) -> None:
+        """A message through the trigger's hold rules: no instance of its key is active."""
+        outcome = unit.holds.message(definition, found, document, cause, unit.now)
+        if outcome.start is None:
+            if definition.trigger.count is not None and found.matched and outcome.state is not None:
+                # A counted message is in the ledger, so a redelivery cannot count twice.
+                unit.ledger.append(LedgerEntry(message.coordinate, definition.id, None))
+            return
+        start = outcome.start
+        instance_id = self.new_id()
+        state = unit.apply(definition, None, Start(instance_id, start.variables, start.document, found.correlation_key, start.missing), start.cause)
+        result.started.append(instance_id)
+        if outcome.refresh and state.active:  # started from a hold complete before this message came
+            unit.apply(definition, state, VariablesRefreshed(found.variables, found.missing), cause)
         unit.ledger.append(LedgerEntry(message.coordinate, definition.id, instance_id))
 
     def _queue(self, unit: UnitOfWork, definition: ProcessDefinition, start: Start, cause: str) -> None:

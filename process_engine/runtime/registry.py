@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import replace
@@ -10,6 +11,8 @@ from process_engine.domain.building import build_definition
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.extensions import Extensions
 from process_engine.ports import InstanceStore, StoredDefinition
+
+log = logging.getLogger("process_engine.definitions")
 
 
 class DefinitionRegistry:
@@ -30,7 +33,9 @@ class DefinitionRegistry:
         """Make exactly these definitions the active set (hot reload passes the whole set)."""
         registered = [self._register(definition) for definition in definitions]
         with self._lock:
-            self._active = {definition.id: definition for definition in registered}
+            before, self._active = self._active, {definition.id: definition for definition in registered}
+        for definition in registered:
+            _tell_trigger_change(before.get(definition.id), definition)
         return registered
 
     def _register(self, definition: ProcessDefinition) -> ProcessDefinition:
@@ -83,3 +88,14 @@ class DefinitionRegistry:
         with self._lock:
             self._versions[(definition_id, version)] = built
         return built
+
+
+def _tell_trigger_change(before: ProcessDefinition | None, after: ProcessDefinition) -> None:
+    """One line when a reload changes the trigger of a definition with hold rules: its holds go."""
+    if before is None or not (before.trigger.holds or after.trigger.holds):
+        return
+    if before.trigger.config_hash != after.trigger.config_hash:
+        log.warning(
+            "trigger of %s changed (v%s -> v%s): its pending holds and counts are dropped",
+            after.id, before.version, after.version, extra={"definition_id": after.id},
+        )

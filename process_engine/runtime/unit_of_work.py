@@ -13,6 +13,7 @@ from process_engine.engine import ActionFailed, ActionSucceeded, Fail, RunAction
 from process_engine.engine.commands import Command
 from process_engine.engine.events import Event
 from process_engine.ports import DeadLetter, InstanceStore, LedgerEntry, Step
+from process_engine.runtime.holds import UnitHolds
 from process_engine.runtime.registry import DefinitionRegistry
 
 # An inline action runs inside the step (no outbox round trip): it must be local and cheap.
@@ -57,6 +58,8 @@ class UnitOfWork:
         self._prepared: tuple[list[Step], Any] | None = None
         self.carried: dict[str, tuple[InstanceState, int]] = {}
         self.carried_keys: dict[tuple[str, str], list[str]] = {}
+        # Trigger holds, counts and cooldowns per (definition, key), written with the commit.
+        self.holds = UnitHolds(store, registry, after.holds if after is not None else None)
         if after is not None:
             self._carry(after)
 
@@ -153,6 +156,8 @@ class UnitOfWork:
             self.commands.setdefault(state.id, []).extend(pending)
         if state != instance:
             self.changed.add(state.id)
+            if not state.active and (instance is None or instance.active):
+                self.holds.instance_ended(state, self.now)
         self.instances[state.id] = state
         return state
 
@@ -217,9 +222,11 @@ class UnitOfWork:
         Raises:
             StoreError: a value the store cannot hold; nothing was written.
         """
+        self.holds.settle()  # cooldowns of instances that ended here: reads first
         self.carried, self.carried_keys = {}, {}
         steps = self.steps()
-        self._prepared = (steps, self.store.prepare_commit(steps, self.ledger, self.dead_letters))
+        holds = self.holds.writes(self.now)
+        self._prepared = (steps, self.store.prepare_commit(steps, self.ledger, self.dead_letters, holds))
 
     def commit(self) -> list[Step]:
         """Write everything in one transaction (preparing it first if need be); returns the steps written."""
@@ -227,6 +234,6 @@ class UnitOfWork:
             self.prepare()
         assert self._prepared is not None
         steps, prepared = self._prepared
-        if steps or self.ledger or self.dead_letters:
+        if steps or self.ledger or self.dead_letters or self.holds.written:
             self.store.commit_prepared(prepared)
         return steps

@@ -15,10 +15,12 @@ from datetime import datetime, timedelta, timezone
 
 from process_engine.domain.errors import ConcurrencyConflict, StoreError
 from process_engine.domain.instance import ACTIVE_STATUSES, InstanceState
+from process_engine.domain.trigger_state import TriggerState
 from process_engine.ports import (
     DeadLetter,
     DueTimer,
     HistoryRecord,
+    HoldWrite,
     InstanceQuery,
     LedgerEntry,
     MessageCoordinate,
@@ -38,6 +40,7 @@ from process_engine.runtime.commit_plan import (
     require_aware,
     to_json_text,
 )
+from process_engine.runtime.hold_rows import HoldRow, trigger_state
 
 LedgerKey = tuple[str, int, int, str]
 
@@ -46,7 +49,7 @@ LedgerKey = tuple[str, int, int, str]
 class _Leased:
     """A timer or outbox row with its claim lease."""
 
-    row: TimerRow | ActionRow
+    row: TimerRow | ActionRow | HoldRow
     created_at: datetime
     claimed_until: datetime | None = None
 
@@ -68,6 +71,7 @@ class MemoryInstanceStore:
         self._actions: dict[str, _Leased] = {}
         self._ledger: dict[LedgerKey, str | None] = {}
         self._dead_letters: list[DeadLetter] = []
+        self._holds: dict[tuple[str, str], _Leased] = {}
 
     def close(self) -> None:
         """Nothing to release; here so both stores can be closed alike."""
@@ -80,18 +84,20 @@ class MemoryInstanceStore:
         steps: Sequence[Step],
         ledger: Sequence[LedgerEntry] = (),
         dead_letters: Sequence[DeadLetter] = (),
+        holds: Sequence[HoldWrite] = (),
     ) -> None:
         """Check the whole batch first, then apply it: all or nothing."""
-        self.commit_prepared(self.prepare_commit(steps, ledger, dead_letters))
+        self.commit_prepared(self.prepare_commit(steps, ledger, dead_letters, holds))
 
     def prepare_commit(
         self,
         steps: Sequence[Step],
         ledger: Sequence[LedgerEntry] = (),
         dead_letters: Sequence[DeadLetter] = (),
+        holds: Sequence[HoldWrite] = (),
     ) -> CommitPlan:
         """The batch checked and grouped, for `commit_prepared`."""
-        return plan_commit(steps, ledger, dead_letters)
+        return plan_commit(steps, ledger, dead_letters, holds=holds)
 
     def commit_prepared(self, prepared: CommitPlan) -> None:
         """Check a prepared batch against the store, then apply it: all or nothing."""
@@ -219,6 +225,27 @@ class MemoryInstanceStore:
             claimed = _lease(ready[:limit], now, lease_seconds)
             return [_pending_action(leased, self._instances.get(leased.row.instance_id)) for leased in claimed]
 
+    def load_trigger_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TriggerState]:
+        """The stored trigger state of each (definition id, key); keys with none are absent."""
+        with self._lock:
+            found = [self._holds[key].row for key in set(keys) if key in self._holds]
+        return {(row.definition_id, row.correlation_key): _trigger_state(row) for row in found}
+
+    def claim_due_holds(self, now: datetime, limit: int, lease_seconds: float) -> list[TriggerState]:
+        """Trigger states whose hold is due at `now`, leased for `lease_seconds`."""
+        require_aware(now, "claim time")
+        with self._lock:
+            due = [h for h in self._holds.values() if h.row.due_at is not None and h.row.due_at <= now and _free(h, now)]
+            due.sort(key=lambda leased: (leased.row.due_at, leased.row.definition_id, leased.row.correlation_key))
+            claimed = _lease(due[:limit], now, lease_seconds)
+        return [_trigger_state(leased.row) for leased in claimed]
+
+    def next_hold_due(self) -> datetime | None:
+        """When the earliest hold becomes claimable."""
+        with self._lock:
+            times = [h.claimed_until or h.row.due_at for h in self._holds.values() if h.row.due_at is not None]
+        return min(times, default=None)
+
     def _check(self, plan: CommitPlan) -> None:
         """Raise what PostgreSQL would raise for this plan, in the same order."""
         for row in plan.inserts:
@@ -246,6 +273,20 @@ class MemoryInstanceStore:
         for entry in plan.ledger:
             if entry.key in self._ledger:
                 raise ConcurrencyConflict(f"committing: trigger ledger entry {entry.key} exists")
+        self._check_holds(plan)
+
+    def _check_holds(self, plan: CommitPlan) -> None:
+        """Trigger states: a first one must not exist yet, the others must be at their expected version."""
+        for row in plan.holds.inserts:
+            if (row.definition_id, row.correlation_key) in self._holds:
+                raise ConcurrencyConflict(f"committing: trigger state of {row.definition_id} key {row.correlation_key!r} already exists")
+        for row in [*plan.holds.updates, *plan.holds.deletes]:
+            stored = self._holds.get((row.definition_id, row.correlation_key))
+            if stored is None or stored.row.new_version != row.expected_version:
+                raise ConcurrencyConflict(
+                    f"committing: trigger state of {row.definition_id} key {row.correlation_key!r} is no longer "
+                    f"at version {row.expected_version}: another writer changed or completed it"
+                )
 
     def _apply(self, plan: CommitPlan) -> None:
         """Write a checked plan."""
@@ -268,6 +309,10 @@ class MemoryInstanceStore:
         for entry in plan.ledger:
             self._ledger[entry.key] = entry.instance_id
         self._dead_letters.extend(plan.dead_letters)
+        for row in plan.holds.deletes:
+            del self._holds[(row.definition_id, row.correlation_key)]
+        for row in [*plan.holds.updates, *plan.holds.inserts]:
+            self._holds[(row.definition_id, row.correlation_key)] = _Leased(row, now)  # a write ends any claim
 
 
 def _require(keys: Sequence[str], table: dict[str, _Leased], kind: str, fate: str) -> None:
@@ -327,6 +372,15 @@ def _history_record(row: HistoryRow) -> HistoryRecord:
         correlation_id=row.correlation_id,
         causation_id=row.causation_id,
     )
+
+
+def _trigger_state(row: HoldRow) -> TriggerState:
+    """A fresh TriggerState from a stored row (its JSON decoded, as PostgreSQL's jsonb would be)."""
+    fields = row._asdict()
+    for name in ("variables", "document", "missing", "counts"):
+        fields[name] = json.loads(fields[name]) if fields[name] is not None else None
+    fields["version"] = row.new_version
+    return trigger_state(fields)
 
 
 def _due_timer(row: TimerRow) -> DueTimer:

@@ -78,6 +78,19 @@ class EngineMetrics:
         self.consumer_lag = Gauge(
             "process_engine_consumer_lag", "Messages not yet committed, per assigned partition.", ["topic", "partition"], registry=r
         )
+        self.holds_opened = Counter("process_engine_trigger_holds_opened", "Trigger `for` holds opened by a matching message.", by_definition, registry=r)
+        self.holds_dropped = Counter(
+            "process_engine_trigger_holds_dropped", "Trigger holds and counts dropped before starting, by reason.", ["definition", "reason"], registry=r
+        )
+        self.holds_completed = Counter(
+            "process_engine_trigger_holds_completed", "Trigger holds that started an instance, by rule (for, count).", ["definition", "rule"], registry=r
+        )
+        self.messages_held = Counter(
+            "process_engine_trigger_messages_held", "Matching messages held by an open hold or counted, by rule.", ["definition", "rule"], registry=r
+        )
+        self.starts_suppressed = Counter(
+            "process_engine_trigger_starts_suppressed", "Matching messages that started nothing, by reason (cooldown, no_key).", ["definition", "reason"], registry=r
+        )
         self._lag_labels: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
@@ -138,6 +151,20 @@ class EngineMetrics:
         self.dead_lettered.inc(getattr(result, "dead_lettered", 0))
         self.duplicates.inc(getattr(result, "duplicates", 0))
         self.step_latency.observe(seconds)
+
+    @never_raises
+    def holds_changed(self, events: Iterable[Any]) -> None:
+        """What the trigger hold rules did in one committed unit of work (engine.holds.HoldEvent)."""
+        tally: dict[tuple[str, str, str], int] = {}
+        for event in events:
+            key = (event.kind, event.definition_id, event.reason)
+            tally[key] = tally.get(key, 0) + 1
+        counters = {"dropped": self.holds_dropped, "completed": self.holds_completed, "held": self.messages_held, "suppressed": self.starts_suppressed}
+        for (kind, definition_id, reason), count in tally.items():
+            if kind == "opened":
+                self.holds_opened.labels(definition_id).inc(count)
+            elif kind in counters:
+                counters[kind].labels(definition_id, reason).inc(count)
 
     @never_raises
     def timers_fired(self, latenesses: Iterable[float]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from process_engine.adapters.postgres.queries import query
 from process_engine.runtime.commit_plan import CommitPlan, HistoryRow, InstanceRow
+from process_engine.runtime.hold_rows import HoldRow
 
 Statement = tuple[str, dict[str, Any]]
 Copy = tuple[str, list[tuple[Any, ...]]]  # a COPY ... FROM STDIN and its rows
@@ -57,6 +58,20 @@ _ACTION_COLUMNS = (
     "attempt",
 )
 _LEDGER_COLUMNS = ("topic", "partition", "offset", "definition_id", "instance_id")
+_HOLD_KEY = ("definition_id", "correlation_key")
+_HOLD_COLUMNS = (
+    *_HOLD_KEY,
+    "trigger_hash",
+    "definition_version",
+    "held_since",
+    "due_at",
+    "variables",
+    "document",
+    "missing",
+    "cause",
+    "counts",
+    "cooldown_until",
+)
 
 
 def batch_statements(plan: CommitPlan) -> list[Statement]:
@@ -68,6 +83,7 @@ def batch_statements(plan: CommitPlan) -> list[Statement]:
     candidates: list[Statement | None] = [
         _instance_inserts(plan.inserts),
         _instance_updates(plan.updates),
+        *_hold_statements(plan),
         _keys("consume_timers", "id", plan.consumed_timers),
         _keys("cancel_timers", "id", plan.cancelled_timers),
         _keys("consume_actions", "key", plan.consumed_actions),
@@ -121,6 +137,24 @@ def _instance_updates(rows: Sequence[InstanceRow]) -> Statement | None:
         statement[1]["expected_version"] = [row.expected_version for row in rows]
         statement[1]["version"] = [row.new_version for row in rows]
     return statement
+
+
+def _hold_statements(plan: CommitPlan) -> list[Statement | None]:
+    """Trigger states: deletes and updates guarded by their versions, then first inserts."""
+    deletes = _columns("delete_trigger_states", plan.holds.deletes, _HOLD_KEY)
+    if deletes is not None:
+        deletes[1]["expected_version"] = [row.expected_version for row in plan.holds.deletes]
+    updates = _columns("update_trigger_states", plan.holds.updates, _HOLD_COLUMNS)
+    if updates is not None:
+        updates[1]["expected_version"] = [row.expected_version for row in plan.holds.updates]
+        updates[1]["version"] = [row.new_version for row in plan.holds.updates]
+    inserts = _columns("insert_trigger_states", plan.holds.inserts, _HOLD_COLUMNS)
+    if inserts is not None:
+        inserts[1]["version"] = [row.new_version for row in plan.holds.inserts]
+    return [deletes, updates, inserts]
+
+
+assert set(_HOLD_COLUMNS) <= set(HoldRow._fields)
 
 
 def _dead_letters(plan: CommitPlan) -> Statement | None:

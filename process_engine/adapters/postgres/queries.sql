@@ -266,6 +266,122 @@ RETURNING o.idempotency_key, o.instance_id::text AS instance_id, o.token_id,
           o.activity_id, o.action, o.config, o.attempt, o.created_at,
           (SELECT i.definition_id FROM process_instances AS i WHERE i.id = o.instance_id) AS definition_id
 
+-- name: insert_trigger_states
+-- A key's first trigger state; one already there (another writer was first) is a
+-- unique violation, which the commit turns into a conflict.
+INSERT INTO trigger_holds (
+    definition_id, correlation_key, trigger_hash, definition_version, held_since, due_at,
+    variables, document, missing, cause, counts, cooldown_until, version
+)
+SELECT r.definition_id, r.correlation_key, r.trigger_hash, r.definition_version,
+       r.held_since, r.due_at, r.variables::jsonb, r.document::jsonb, r.missing::jsonb,
+       r.cause, r.counts::jsonb, r.cooldown_until, r.version
+FROM unnest(
+    %(definition_id)b::text[], %(correlation_key)b::text[], %(trigger_hash)b::text[],
+    %(definition_version)b::int[], %(held_since)b::timestamptz[], %(due_at)b::timestamptz[],
+    %(variables)b::text[], %(document)b::text[], %(missing)b::text[], %(cause)b::text[],
+    %(counts)b::text[], %(cooldown_until)b::timestamptz[], %(version)b::bigint[]
+) AS r(definition_id, correlation_key, trigger_hash, definition_version, held_since, due_at,
+       variables, document, missing, cause, counts, cooldown_until, version)
+
+-- name: update_trigger_states
+-- Optimistic concurrency as for instances: a row whose version moved on (a message
+-- updated the hold, or another replica completed it) raises a conflict (PE409).
+-- A write ends any claim: a re-opened hold is due at its own time.
+WITH r AS (
+    SELECT *
+    FROM unnest(
+        %(definition_id)b::text[], %(correlation_key)b::text[], %(expected_version)b::bigint[],
+        %(version)b::bigint[], %(trigger_hash)b::text[], %(definition_version)b::int[],
+        %(held_since)b::timestamptz[], %(due_at)b::timestamptz[], %(variables)b::text[],
+        %(document)b::text[], %(missing)b::text[], %(cause)b::text[], %(counts)b::text[],
+        %(cooldown_until)b::timestamptz[]
+    ) AS r(definition_id, correlation_key, expected_version, version, trigger_hash,
+           definition_version, held_since, due_at, variables, document, missing, cause,
+           counts, cooldown_until)
+), updated AS (
+    UPDATE trigger_holds AS h
+    SET trigger_hash = r.trigger_hash,
+        definition_version = r.definition_version,
+        held_since = r.held_since,
+        due_at = r.due_at,
+        variables = r.variables::jsonb,
+        document = r.document::jsonb,
+        missing = r.missing::jsonb,
+        cause = r.cause,
+        counts = r.counts::jsonb,
+        cooldown_until = r.cooldown_until,
+        claimed_until = NULL,
+        version = r.version,
+        updated_at = now()
+    FROM r
+    WHERE h.definition_id = r.definition_id AND h.correlation_key = r.correlation_key
+      AND h.version = r.expected_version
+    RETURNING h.definition_id, h.correlation_key
+)
+SELECT process_engine_conflict(
+    'trigger state of ' || r.definition_id || ' key ' || r.correlation_key
+    || ' is no longer at version ' || r.expected_version
+    || ': another writer changed or completed it; reload it and apply the message again'
+)
+FROM r
+WHERE (r.definition_id, r.correlation_key) NOT IN (SELECT definition_id, correlation_key FROM updated)
+LIMIT 1
+
+-- name: delete_trigger_states
+WITH r AS (
+    SELECT *
+    FROM unnest(%(definition_id)b::text[], %(correlation_key)b::text[], %(expected_version)b::bigint[])
+        AS r(definition_id, correlation_key, expected_version)
+), gone AS (
+    DELETE FROM trigger_holds AS h
+    USING r
+    WHERE h.definition_id = r.definition_id AND h.correlation_key = r.correlation_key
+      AND h.version = r.expected_version
+    RETURNING h.definition_id, h.correlation_key
+)
+SELECT process_engine_conflict(
+    'trigger state of ' || r.definition_id || ' key ' || r.correlation_key
+    || ' is no longer at version ' || r.expected_version || ': another writer changed or completed it'
+)
+FROM r
+WHERE (r.definition_id, r.correlation_key) NOT IN (SELECT definition_id, correlation_key FROM gone)
+LIMIT 1
+
+-- name: load_trigger_states
+SELECT h.definition_id, h.correlation_key, h.trigger_hash, h.definition_version, h.held_since,
+       h.due_at, h.variables, h.document, h.missing, h.cause, h.counts, h.cooldown_until, h.version
+FROM trigger_holds AS h
+JOIN (
+    SELECT DISTINCT * FROM unnest(%(definition_id)s::text[], %(correlation_key)s::text[])
+) AS k(definition_id, correlation_key)
+  ON h.definition_id = k.definition_id AND h.correlation_key = k.correlation_key
+
+-- name: claim_holds
+-- As claim_timers: replicas claiming at the same moment take disjoint holds. The
+-- claim does not bump the version: completing the hold is what must win or lose.
+UPDATE trigger_holds AS h
+SET claimed_until = %(now)s::timestamptz + make_interval(secs => %(lease)s)
+FROM (
+    SELECT definition_id, correlation_key
+    FROM trigger_holds
+    WHERE due_at <= %(now)s::timestamptz
+      AND (claimed_until IS NULL OR claimed_until <= %(now)s::timestamptz)
+    ORDER BY due_at, definition_id, correlation_key
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) AS due
+WHERE h.definition_id = due.definition_id AND h.correlation_key = due.correlation_key
+RETURNING h.definition_id, h.correlation_key, h.trigger_hash, h.definition_version,
+          h.held_since, h.due_at, h.variables, h.document, h.missing, h.cause, h.counts,
+          h.cooldown_until, h.version
+
+-- name: next_hold_due
+SELECT LEAST(
+    (SELECT min(due_at) FROM trigger_holds WHERE due_at IS NOT NULL AND claimed_until IS NULL),
+    (SELECT min(claimed_until) FROM trigger_holds WHERE due_at IS NOT NULL AND claimed_until IS NOT NULL)
+) AS due
+
 -- name: migrations_lock
 -- Session-level: held across the per-file transactions, released at the end.
 SELECT pg_advisory_lock(%(key)s::bigint)

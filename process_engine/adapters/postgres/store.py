@@ -17,10 +17,12 @@ from process_engine.adapters.postgres.errors import translated
 from process_engine.adapters.postgres.queries import query
 from process_engine.domain.errors import StoreError
 from process_engine.domain.instance import InstanceState
+from process_engine.domain.trigger_state import TriggerState
 from process_engine.ports import (
     DeadLetter,
     DueTimer,
     HistoryRecord,
+    HoldWrite,
     InstanceQuery,
     LedgerEntry,
     MessageCoordinate,
@@ -35,6 +37,7 @@ from process_engine.runtime.commit_plan import (
     require_aware,
     to_json_text,
 )
+from process_engine.runtime.hold_rows import trigger_state
 
 # First key of the advisory lock that serialises save_definition per definition id.
 DEFINITION_LOCK_NAMESPACE = 0x5045_4446  # "PEDF"
@@ -102,18 +105,20 @@ class PostgresInstanceStore:
         steps: Sequence[Step],
         ledger: Sequence[LedgerEntry] = (),
         dead_letters: Sequence[DeadLetter] = (),
+        holds: Sequence[HoldWrite] = (),
     ) -> None:
-        """Write every step, ledger entry and dead letter in one transaction."""
-        self.commit_prepared(self.prepare_commit(steps, ledger, dead_letters))
+        """Write every step, ledger entry, dead letter and trigger state in one transaction."""
+        self.commit_prepared(self.prepare_commit(steps, ledger, dead_letters, holds))
 
     def prepare_commit(
         self,
         steps: Sequence[Step],
         ledger: Sequence[LedgerEntry] = (),
         dead_letters: Sequence[DeadLetter] = (),
+        holds: Sequence[HoldWrite] = (),
     ) -> BatchWrite:
         """The batch checked and shaped into statements and COPY rows, for `commit_prepared`."""
-        plan = plan_commit(steps, ledger, dead_letters)
+        plan = plan_commit(steps, ledger, dead_letters, holds=holds)
         return BatchWrite(len(steps), batch_statements(plan), batch_copies(plan))
 
     def commit_prepared(self, prepared: BatchWrite) -> None:
@@ -249,6 +254,25 @@ class PostgresInstanceStore:
         rows = self._rows("claiming outbox actions", "claim_actions", params)
         actions = [PendingAction(**row) for row in rows]
         return sorted(actions, key=lambda action: (action.created_at, action.idempotency_key))
+
+    def load_trigger_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TriggerState]:
+        """The stored trigger state of each (definition id, key), in one query; keys with none are absent."""
+        if not keys:
+            return {}
+        params = {"definition_id": [k[0] for k in keys], "correlation_key": [k[1] for k in keys]}
+        rows = self._rows(f"loading trigger states of {len(keys)} key(s)", "load_trigger_states", params)
+        return {state.key: state for state in map(trigger_state, rows)}
+
+    def claim_due_holds(self, now: datetime, limit: int, lease_seconds: float) -> list[TriggerState]:
+        """Trigger states whose hold is due at `now`, leased for `lease_seconds`."""
+        require_aware(now, "claim time")
+        params = {"now": now, "limit": limit, "lease": float(lease_seconds)}
+        states = [trigger_state(row) for row in self._rows("claiming due holds", "claim_holds", params)]
+        return sorted(states, key=lambda state: (state.due_at, state.key))
+
+    def next_hold_due(self) -> datetime | None:
+        """When the earliest hold becomes claimable."""
+        return self._rows("finding the next hold", "next_hold_due", {})[0]["due"]
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:

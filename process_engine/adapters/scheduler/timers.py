@@ -4,7 +4,8 @@ Timer rows are committed with the step that created them; this service only deci
 *when* to look. APScheduler wakes it at the earliest due time it knows of; a periodic
 sweep picks up timers created by other replicas and overdue ones after a restart.
 Each timer is claimed with FOR UPDATE SKIP LOCKED and a lease, and used up by the
-step it causes, so it fires once across replicas.
+step it causes, so it fires once across replicas. Trigger holds (`for:`) that come
+due are claimed and completed the same way, in the same wake-ups.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -72,6 +74,12 @@ class TimerService:
         if due:
             self.wake(min(due))
 
+    def notice_holds(self, events: Iterable[Any]) -> None:
+        """Wake by the due time of holds just opened (engine.holds.HoldEvent with a `due_at`)."""
+        due = [event.due_at for event in events if event.due_at is not None]
+        if due:
+            self.wake(min(due))
+
     def wake(self, at: datetime) -> None:
         """Make sure the service looks for due timers no later than `at`."""
         with self._lock:
@@ -97,7 +105,8 @@ class TimerService:
                 log.debug("fired %d timer(s)", len(timers))
                 if self.on_fired is not None:
                     self.on_fired([(now - t.due_at).total_seconds() for t in timers])
-            upcoming = self.store.next_timer_due()
+            self._complete_holds()
+            upcoming = min((t for t in (self.store.next_timer_due(), self.store.next_hold_due()) if t is not None), default=None)
         except ProcessEngineError as error:
             log.error("firing timers failed, retrying at the next sweep: %s", error)
             return fired
@@ -107,6 +116,15 @@ class TimerService:
             self.wake(upcoming)
         self.fired += fired
         return fired
+
+    def _complete_holds(self) -> int:
+        """Claim and complete every trigger hold due now, in batches; returns how many were claimed."""
+        claimed = 0
+        while holds := self.store.claim_due_holds(self.clock(), self.batch_size, self.lease_seconds):
+            self.dispatcher.fire_holds(holds)
+            claimed += len(holds)
+            log.debug("completed %d due hold(s)", len(holds))
+        return claimed
 
     def schedule_triggers(self, definitions: Iterable[ProcessDefinition]) -> None:
         """(Re)create one cron job per `schedule` definition."""
