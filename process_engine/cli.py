@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--http-addr", metavar="HOST:PORT", help="HTTP API address (default 127.0.0.1:8080, "
                      "a free port if taken; port 0 picks one)")
     dev.add_argument("--no-fast-timers", action="store_true", help="run timers as written (default: a copy "
-                     "with timer durations and wait timeouts divided by 10, at least 5 s)")
+                     "with timer durations, wait timeouts and trigger for/within/cooldown divided by 10, at least 5 s)")
     dev.set_defaults(handler=_dev)
     return parser
 

@@ -69,7 +69,7 @@ def dev_command(keep: bool = False, definitions: str = "processes/", http_addr: 
         keep: leave the temporary folder (PostgreSQL data, logs) in place and say where.
         definitions: the definition folder (or file) the engine runs; the simulator feeds its topics.
         http_addr: host:port of the HTTP API; default 127.0.0.1:8080, or a free port when that is taken.
-        fast_timers: run a copy of the definitions with timer durations divided by 10 (floor 5 s).
+        fast_timers: run a copy of the definitions with timer, wait and trigger durations divided by 10 (floor 5 s).
 
     Returns:
         The exit code: 0 after a clean stop.

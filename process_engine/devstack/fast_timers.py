@@ -1,8 +1,8 @@
 """Fast timers for `process-engine dev`: a copy of the definitions with timer durations scaled down.
 
 The seed's recheck timer is five minutes; nobody watches a demo that long. The
-copy divides every timer `duration` and wait `timeout` by 10 (never below 5 s, and
-never longer than it was). Only those values change, in place: every other byte
+copy divides every timer `duration`, wait `timeout` and trigger `for`, `within`
+and `cooldown` by 10 (never below 5 s, and never longer than it was). Only those values change, in place: every other byte
 and every line number stays, so load errors point at the same lines as the
 originals. Edits to the originals are copied over while `dev` runs.
 """
@@ -24,6 +24,8 @@ FACTOR = 10
 FLOOR_SECONDS = 5.0
 # Which key of which activity type holds a duration the engine waits for.
 SCALED_KEYS = {"timer": "duration", "wait": "timeout"}
+# The trigger's durations: a hold, a count window, a cooldown.
+TRIGGER_KEYS = ("for", "within", "cooldown")
 _PLAIN_TOKEN = re.compile(r"[^\s#,}\]]+")
 
 
@@ -53,21 +55,22 @@ def scale_text(text: str) -> tuple[str, list[str]]:
         return text, []
     lines = text.splitlines(keepends=True)
     changes = []
+    trigger = document.get("trigger")
+    if isinstance(trigger, dict):
+        changes += [c for key in TRIGGER_KEYS if key in trigger and (c := _scale(trigger, key, "trigger", lines))]
     for activity in activities:
-        change = _scale_activity(activity, lines)
-        if change:
+        key = SCALED_KEYS.get(activity.get("type")) if isinstance(activity, dict) else None
+        if key is not None and key in activity and (change := _scale(activity, key, activity.get("id"), lines)):
             changes.append(change)
     return "".join(lines), changes
 
 
-def _scale_activity(activity: Any, lines: list[str]) -> str | None:
-    key = SCALED_KEYS.get(activity.get("type")) if isinstance(activity, dict) else None
-    if key is None or key not in activity:
-        return None
-    new = scaled(activity[key])
+def _scale(mapping: Any, key: str, owner: Any, lines: list[str]) -> str | None:
+    """Rewrite one duration in place; `trigger for 5m -> 30s`, or None when it stays."""
+    new = scaled(mapping[key])
     if new is None:
         return None
-    line, column = activity.lc.value(key)
+    line, column = mapping.lc.value(key)
     text = lines[line]
     if text[column] in "'\"":
         end = text.index(text[column], column + 1) + 1
@@ -75,7 +78,7 @@ def _scale_activity(activity: Any, lines: list[str]) -> str | None:
         match = _PLAIN_TOKEN.match(text, column)
         end = match.end() if match else column
     lines[line] = text[:column] + new + text[end:]
-    return f"{activity.get('id')} {activity[key]} -> {new}"
+    return f"{owner} {key + ' ' if owner == 'trigger' else ''}{mapping[key]} -> {new}"
 
 
 @dataclass

@@ -164,7 +164,32 @@ class Freezers:
         }
 
 
-SOURCES = (HeatPumps, Boilers, Freezers)
+@dataclass
+class FreezerTemperatures:
+    """Freezer temperatures every 5 s, keyed by freezer; fz-2 warms above -10 °C for 90 s of every 300 s."""
+
+    rng: random.Random
+    topic: str = "freezer-telemetry"
+    summary: str = "3 freezers, fz-1..fz-3 (fz-2 above -10 °C for 90 s of every 300 s: a hold, an alarm, a cooldown)"
+    every: int = 5
+
+    def tick(self, second: int, now: datetime) -> list[Message]:
+        """Each freezer reports once every `every` seconds, spread over the interval."""
+        due = [f"fz-{n}" for n in (1, 2, 3) if second == 0 or (second + n) % self.every == 0]
+        return [(freezer, self._reading(freezer, second, now)) for freezer in due]
+
+    def _reading(self, freezer: str, second: int, now: datetime) -> dict[str, Any]:
+        warm = freezer == "fz-2" and 30 <= second % 300 < 120
+        temperature = self.rng.uniform(-9.0, -7.0) if warm else self.rng.uniform(-19.5, -16.5)
+        return {
+            "measurement": "freezer",
+            "tags": {"freezer_id": freezer, "store": "oslo-1"},
+            "fields": {"temp_c": round(temperature, 1)},
+            "timestamp": iso(now),
+        }
+
+
+SOURCES = (HeatPumps, Boilers, Freezers, FreezerTemperatures)
 
 
 class Simulator:

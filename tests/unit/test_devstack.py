@@ -59,11 +59,13 @@ def test_the_fast_copy_of_the_examples_loads_with_the_same_line_numbers(tmp_path
     copy = FastTimerCopy(PROCESSES, tmp_path / "fast")
     assert copy.sync()
     result = load_paths([copy.target], definition_extensions())
-    assert not result.errors and set(result.definitions) == {"temperature-control", "boiler-pressure-watch", "freezer-door-alarm"}
+    assert not result.errors and set(result.definitions) == {
+        "temperature-control", "boiler-pressure-watch", "freezer-door-alarm", "freezer-temperature-alarm"}
     assert not list(copy.target.glob("*.test.yaml"))  # flow tests are not definitions
     for fast in copy.target.glob("*.yaml"):
         assert len(fast.read_text().splitlines()) == len((PROCESSES / fast.name).read_text().splitlines())
     assert "temperature-control.yaml: wait_recheck 5m -> 30s" in copy.summary()
+    assert "freezer-temperature-alarm.yaml: trigger for 5m -> 30s, trigger cooldown 30m -> 180s, until_cold 2h -> 720s" in copy.summary()
 
 
 def test_the_fast_copy_follows_edits_and_deletions(tmp_path: Path) -> None:
@@ -115,6 +117,8 @@ def started_keys(seconds: int) -> dict[str, set[str]]:
 def test_the_simulator_starts_every_example_within_seconds() -> None:
     assert started_keys(5) == {"temperature-control": {"hp-1"}, "boiler-pressure-watch": {"b-2", "b-4"},
                                "freezer-door-alarm": {"f-3"}}
+    # The freezer alarm holds for 5 minutes (30 s with fast timers): fz-2 warms up after 30 s.
+    assert started_keys(40)["freezer-temperature-alarm"] == {"fz-2"}
 
 
 def test_the_simulator_sends_a_few_messages_a_second_shaped_like_devices() -> None:
