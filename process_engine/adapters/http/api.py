@@ -19,7 +19,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
+from process_engine.adapters.http.console import with_console
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import DefinitionError, StoreError, StoreUnavailable
 from process_engine.domain.instance import STATUSES, InstanceState
@@ -278,7 +280,7 @@ async def _store_error(request: Request, problem: Exception) -> Response:
     return error(500, f"database error: {problem}")
 
 
-def create_app(engine: ControlPlane, api_token: str | None) -> Starlette:
+def create_app(engine: ControlPlane, api_token: str | None) -> ASGIApp:
     """The ASGI app of the control plane.
 
     Args:
@@ -297,7 +299,7 @@ def create_app(engine: ControlPlane, api_token: str | None) -> Starlette:
         Route("/instances/{instance_id}/{action}", guarded(api, api.control), methods=["POST"]),
     ]
     handlers = {HTTPException: _http_error, StoreError: _store_error}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    return with_console(Starlette(routes=routes, exception_handlers=handlers), engine, api_token)  # /ui: the web console
 
 
 __all__ = ["ControlPlane", "HttpApi", "create_app"]
