@@ -77,18 +77,23 @@ def test_each_step_says_what_it_read_changed_and_ran() -> None:
     assert cooling.config == {"topic": "home/heatpump/control", "payload": {"device_id": "hp-1", "command": "activate_cooling"}}
     assert by_title["Timer wait_recheck fired"].offset == "+5m"
     timer = next(step for step in steps if step.event_type == "timer_scheduled")
-    assert timer.title.startswith("Timer due at ") and timer.tone == "wait"
+    assert timer.title.startswith("Timer wait_recheck due at ") and timer.tone == "wait"
     assert titles[-1] == "Instance completed"
 
 
 def test_a_failed_attempt_and_the_error_path_are_steps_and_arrows() -> None:
     boiler = Scenario(example("boiler-pressure-watch.yaml"), round_trip=False)
     boiler.send(Start("b-1", variables={"boiler_id": "b1", "pressure": 3.1, "site": "s1"}))
-    boiler.send(ActionFailed(boiler.action().token_id, attempt=1, error="MQTT broker refused", retriable=False))
+    relief = boiler.action()
+    boiler.send(ActionFailed(relief.token_id, attempt=1, error="MQTT broker busy"))
+    boiler.wait(seconds=3)
+    boiler.send(TimerFired(boiler.timer().timer_id))
+    boiler.send(ActionFailed(relief.token_id, attempt=2, error="MQTT broker refused", retriable=False))
     records = history(boiler)
     steps = {step.event_type: step for step in trace_steps(boiler.definition, records)}
+    assert steps["retry_scheduled"].title.startswith("Attempt 2 of open_relief due at ")
     assert (steps["action_failed"].title, steps["action_failed"].tone, steps["action_failed"].message) == (
-        "Action failed (attempt 1, not retriable)", "fail", "MQTT broker refused",
+        "Action failed (attempt 2, not retriable)", "fail", "MQTT broker refused",
     )
     assert steps["error_path"].title == "Error path taken"
     assert ("open_relief", "alert_operator") in trace_path(boiler.definition, boiler.instance, records).taken

@@ -152,7 +152,8 @@ def _action_failed(record: HistoryRecord, data: Mapping[str, Any], activity: Act
 def _scheduled(what: str, key: str) -> Describer:
     def describe(record: HistoryRecord, data: Mapping[str, Any], activity: Activity | None) -> Fields:
         due = data.get(key)
-        title = f"{what} due at {_readable_time(due)}" if due else what
+        named = what.format_map(_Blanks({**data, "activity": record.activity_id}))
+        title = f"{named} due at {_readable_time(due)}" if due else named
         details = {k: v for k, v in data.items() if k not in (key, "read")}
         return {"title": title, "tone": "wait", "read": data.get("read"), "details": details}
 
@@ -185,9 +186,9 @@ DESCRIBERS: dict[str, Describer] = {
     "completed": _completed,
     "action_requested": _action_requested,
     "action_failed": _action_failed,
-    "retry_scheduled": _scheduled("Retry", "due_at"),
-    "timer_scheduled": _scheduled("Timer", "due_at"),
-    "waiting": _scheduled("Waiting for the condition; timeout", "timeout_at"),
+    "retry_scheduled": _scheduled("Attempt {attempt} of {activity}", "due_at"),
+    "timer_scheduled": _scheduled("Timer {activity}", "due_at"),
+    "waiting": _scheduled("Wait {activity}: waiting for the condition; timeout", "timeout_at"),
     "error_path": _plain("Error path taken", "fail"),
     "timeout": _plain("Wait {activity} timed out", "fail"),
     "join_waiting": _plain("Join {activity}: {arrived} of {expected} branches arrived", "wait"),
