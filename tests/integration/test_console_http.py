@@ -100,6 +100,7 @@ def test_without_a_token_the_console_is_open_read_only_and_sends_its_headers(sou
 
 def test_with_a_token_every_page_asks_for_it_once(source: Source) -> None:
     [instance] = add_instances(source, 1)
+    [failed] = add_instances(source, 1, status="failed", tokens=(Token("t1", "wait_recheck", waiting="failed"),))
     with console(source, TOKEN) as client:
         for path in ("/ui", "/ui/instances?status=running", f"/ui/instances/{instance.id}", "/ui/dead-letters", "/ui/definitions/hostile"):
             refused = client.get(path)
@@ -123,6 +124,8 @@ def test_with_a_token_every_page_asks_for_it_once(source: Source) -> None:
         assert client.get("/ui/instances?status=running").status_code == 200
         trace = client.get(f"/ui/instances/{instance.id}")
         assert 'data-action="suspend"' in trace.text and 'data-action="cancel"' in trace.text and TOKEN not in trace.text
+        retry = client.get(f"/ui/instances/{failed.id}").text
+        assert 'data-action="retry"' in retry and 'data-action="suspend"' not in retry
         assert client.get("/ui/session/token").json() == {"token": TOKEN}
 
         forged = httpx.Client(base_url=str(client.base_url), cookies={"process_engine_console": "0" * 64}, follow_redirects=False)
