@@ -148,6 +148,7 @@ class InstanceQuery:
     definition_id: str | None = None
     limit: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
+    offset: int = 0  # skip this many of the newest first: the console's pages
 
 
 class InstanceStore(Protocol):
@@ -212,12 +213,21 @@ class InstanceStore(Protocol):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest dead-lettered messages."""
 
+    def activity_visits(self, since: datetime) -> dict[tuple[str, str], int]:
+        """How many instances have history on each activity since `since`, by (definition id, activity id)."""
+
+    def pending_timers(self, instance_id: str) -> list[DueTimer]:
+        """An instance's timers that have not fired yet, soonest first."""
+
     def save_definition(self, definition: StoredDefinition) -> StoredDefinition:
         """Store a definition; same id and content hash gives back the stored version,
         a new hash gets the next version number."""
 
     def load_definition(self, definition_id: str, version: int) -> StoredDefinition | None:
         """One stored definition version."""
+
+    def definition_versions(self, definition_id: str) -> list[StoredDefinition]:
+        """Every stored version of a definition, newest first."""
 
     def claim_due_timers(self, now: datetime, limit: int, lease_seconds: float) -> list[DueTimer]:
         """Timers due at `now`, claimed for `lease_seconds` so no other replica takes them."""

@@ -335,6 +335,7 @@ def banner(stack: DevStack) -> str:
         f"  MQTT          {mqtt.kind} on 127.0.0.1:{mqtt.port}:  {subscribe_command(mqtt.port)}",
         f"  Kafka         bootstrap {kafka.bootstrap} (Tansu, in memory); topics: {', '.join(stack.topics) or 'none'}",
         f"  HTTP          curl http://{host}:{port}/readyz    (also /healthz, /metrics, /instances)",
+        f"  Console       http://{host}:{port}/ui    (definitions as graphs, each instance's trace, dead letters)",
         f"  Definitions   {_definitions_text(stack)}",
         f"  Simulator     about 3 messages a second:{_indented(simulated or ['nothing to simulate'])}",
         f"  Data          {stack.root} (removed on exit; --keep keeps it)",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -52,7 +53,8 @@ def _end(run: Run, activity: Activity, token: Token) -> None:
 def _decision(run: Run, activity: Activity, token: Token) -> None:
     result = truth(activity.condition, run.variables)
     path = activity.true_path if result else activity.false_path
-    run.record(activity.id, "completed", f"{result} -> {path}", result=result, path=path)
+    read = values_read(activity.condition, run.variables)
+    run.record(activity.id, "completed", f"{result} -> {path}", result=result, path=path, read=read)
     run.move(token, path)
 
 
@@ -103,10 +105,10 @@ def _timer(run: Run, activity: Activity, token: Token) -> None:
 def _wait(run: Run, activity: Activity, token: Token) -> None:
     run.enter(activity.id)
     if truth(activity.condition, run.variables):
-        continue_after(run, activity, token, condition=True)
+        continue_after(run, activity, token, condition=True, read=values_read(activity.condition, run.variables))
         return
     token = run.update(token, waiting=WAIT_CONDITION)
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = {"read": values_read(activity.condition, run.variables)}
     if activity.timeout is not None:
         due_at = run.now + activity.timeout
         schedule(run, token, activity, due_at, "wait_timeout", "timeout")
@@ -121,7 +123,8 @@ def recheck_wait(run: Run, token: Token) -> None:
         return
     if token.timer_id:
         run.emit(CancelTimer(token.timer_id))
-    continue_after(run, activity, run.update(token, timer_id=None), condition=True)
+    read = values_read(activity.condition, run.variables)
+    continue_after(run, activity, run.update(token, timer_id=None), condition=True, read=read)
 
 
 def _set(run: Run, activity: Activity, token: Token) -> None:
@@ -180,6 +183,22 @@ def _custom(run: Run, activity: Activity, token: Token) -> None:
 def truth(condition: Expression | None, variables: dict[str, Any]) -> bool:
     """Evaluate a condition to a bool (no condition counts as true)."""
     return True if condition is None else bool(condition.evaluate(variables))
+
+
+def values_read(condition: Expression | None, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables a condition mentions, with the values it saw: each choice is explained by its own row.
+
+    A variable counts as read when its name stands in the condition as `${name}` or as a
+    bare name (not after a dot, so `fields.temperature` reads no variable `temperature`).
+    """
+    if condition is None:
+        return {}
+    source = condition.source
+    return {name: variables[name] for name in sorted(variables) if name in condition.names or _mentions(source, name)}
+
+
+def _mentions(source: str, name: str) -> bool:
+    return name in source and re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", source) is not None
 
 
 def to_datetime(value: Any) -> datetime:

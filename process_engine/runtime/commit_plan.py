@@ -200,13 +200,14 @@ def query_filters(query: InstanceQuery) -> dict[str, Any]:
             f"unknown instance filter(s) {', '.join(unknown)}; "
             f"supported extras: {', '.join(_EXTRA_FILTERS)}"
         )
-    if query.limit < 0:
-        raise StoreError(f"instance query limit must not be negative, got {query.limit}")
+    if query.limit < 0 or query.offset < 0:
+        raise StoreError(f"instance query limit and offset must not be negative, got {query.limit} and {query.offset}")
     return {
         "status": query.status,
         "definition_id": query.definition_id,
         "correlation_key": query.extra.get("correlation_key"),
         "limit": query.limit,
+        "offset": query.offset,
     }
 
 

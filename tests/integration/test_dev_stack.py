@@ -1,7 +1,8 @@
 """`process-engine dev` end to end: a subprocess, as a user runs it, then Ctrl-C.
 
 Within a minute of start: instances in the database, MQTT messages from the engine,
-a timer fired (fast timers), /readyz 200; SIGINT exits 0 and removes the data folder.
+a timer fired (fast timers), /readyz 200, the console at the printed /ui address; SIGINT
+exits 0 and removes the data folder.
 Run with `-s` to see the measured times.
 """
 
@@ -34,6 +35,7 @@ PATTERNS = {
     "database_url": re.compile(r"psql (postgresql://\S+)\s"),
     "mqtt_port": re.compile(r"mosquitto_sub -h 127\.0\.0\.1 -p (\d+)"),
     "http": re.compile(r"curl (http://\S+)/readyz"),
+    "console": re.compile(r"Console\s+(http://\S+/ui)\s"),
     "data": re.compile(r"Data\s+(\S+) \(removed on exit"),
 }
 ENGINE_TOPICS = re.compile(r"^(home/heatpump/control|plant/\w+/boiler/[\w-]+/relief|store/[\w-]+/freezer/[\w-]+/buzzer"
@@ -123,6 +125,9 @@ def test_dev_shows_instances_mqtt_and_timers_within_a_minute_then_cleans_up(dev_
 
     with urllib.request.urlopen(f"{run.found['http']}/readyz", timeout=5) as response:
         assert response.status == 200
+    with urllib.request.urlopen(run.found["console"], timeout=10) as response:  # the console, as printed
+        page = response.read().decode()
+        assert response.status == 200 and "Temperature Control Process" in page and 'class="mermaid"' in page
     assert "timer fired" in run.output() and "started" in run.output()  # the activity feed shows them
 
     run.process.send_signal(signal.SIGINT)

@@ -12,6 +12,7 @@ from process_engine.engine import (
     Cancel,
     CancelTimer,
     InstanceFailed,
+    RecordHistory,
     Resume,
     Retry,
     RunAction,
@@ -163,6 +164,8 @@ def test_wait_continues_when_a_refresh_makes_the_condition_true(round_trip: bool
     assert CancelTimer(timeout.timer_id) in flow.commands
     assert flow.instance.status == "completed"
     assert "timed_out" not in flow.instance.variables
+    waits = [(c.event_type, c.data["read"]) for c in flow.all_commands if isinstance(c, RecordHistory) and c.activity_id == "until_low"]
+    assert waits == [("waiting", {"level": 50}), ("completed", {"level": 5})]
 
 
 def test_wait_times_out_onto_its_timeout_path(round_trip: bool) -> None:

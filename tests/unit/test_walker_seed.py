@@ -95,3 +95,16 @@ def test_a_timer_that_fires_twice_acts_once(seed: Scenario) -> None:
     assert seed.action().action in ("log", "notify")
     seed.send(TimerFired(timer.timer_id))
     assert seed.commands == []
+
+
+def test_each_decision_records_the_values_it_read(seed: Scenario) -> None:
+    seed.send(Start("i-6", variables=HOT))
+    seed.send(ActionSucceeded(seed.action().token_id, attempt=1))
+    timer = seed.timer()
+    seed.send(VariablesRefreshed({"temperature": 26.0}))
+    seed.send(TimerFired(timer.timer_id))
+    decisions = [c for c in seed.all_commands if isinstance(c, RecordHistory) and c.activity_id in ("check_temp", "recheck_temp")]
+    assert [(c.activity_id, c.data) for c in decisions] == [
+        ("check_temp", {"result": True, "path": "activate_cooling", "read": {"temperature": 27.5, "threshold": 25.0}}),
+        ("recheck_temp", {"result": False, "path": "escalate", "read": {"temperature": 26.0, "threshold": 25.0}}),
+    ]

@@ -21,7 +21,9 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
+from process_engine.adapters.http.console import with_console
 from process_engine.adapters.http.guard import READ_ONLY, BodyTooLarge, RequestGuard, error, internal_error, read_body, too_large
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import DefinitionError, StoreError, StoreUnavailable
@@ -311,7 +313,7 @@ async def _store_error(request: Request, problem: Exception) -> Response:
     return internal_error(f"{request.method} {request.url.path}", problem)
 
 
-def create_app(engine: ControlPlane, api_token: str | None) -> Starlette:
+def create_app(engine: ControlPlane, api_token: str | None) -> ASGIApp:
     """The ASGI app of the control plane.
 
     Args:
@@ -333,7 +335,8 @@ def create_app(engine: ControlPlane, api_token: str | None) -> Starlette:
         Route("/instances/{instance_id}/{action}", api.control, methods=["POST"]),
     ]
     handlers = {HTTPException: _http_error, StoreError: _store_error}
-    return Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(RequestGuard, token=api_token)])
+    app = Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(RequestGuard, token=api_token)])
+    return with_console(app, engine, api_token)  # /ui: the web console, with its own cookie sign-in
 
 
 __all__ = ["ControlPlane", "HttpApi", "create_app"]

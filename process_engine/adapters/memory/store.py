@@ -146,7 +146,8 @@ class MemoryInstanceStore:
                 if all(value is None or getattr(row, name) == value for name, value in wanted.items())
             ]
         rows.sort(key=lambda row: (row.started_at, row.id), reverse=True)
-        return [_instance(row) for row in rows[: filters["limit"]]]
+        start = filters["offset"]
+        return [_instance(row) for row in rows[start : start + filters["limit"]]]
 
     def history(self, instance_id: str) -> list[HistoryRecord]:
         """An instance's history, oldest first."""
@@ -177,6 +178,25 @@ class MemoryInstanceStore:
         with self._lock:
             return list(reversed(self._dead_letters))[:limit]
 
+    def activity_visits(self, since: datetime) -> dict[tuple[str, str], int]:
+        """Instances with history on each activity since `since`, by (definition id, activity id)."""
+        require_aware(since, "visits since")
+        visitors: dict[tuple[str, str], set[str]] = {}
+        with self._lock:
+            for instance_id, rows in self._history.items():
+                instance = self._instances.get(instance_id)
+                for row in rows:
+                    if instance is not None and row.activity_id is not None and datetime.fromisoformat(row.timestamp) >= since:
+                        visitors.setdefault((instance.definition_id, row.activity_id), set()).add(instance_id)
+        return {key: len(instances) for key, instances in visitors.items()}
+
+    def pending_timers(self, instance_id: str) -> list[DueTimer]:
+        """An instance's timers that have not fired yet, soonest first."""
+        key = _uuid_or_none(instance_id)
+        with self._lock:
+            rows = [leased.row for leased in self._timers.values() if leased.row.instance_id == key]
+        return [_due_timer(row) for row in sorted(rows, key=lambda row: (row.due_at, row.id))]
+
     def save_definition(self, definition: StoredDefinition) -> StoredDefinition:
         """Store a definition; the same content hash gives back the stored version."""
         text = to_json_text(definition.definition, f"definition {definition.id}")
@@ -200,6 +220,12 @@ class MemoryInstanceStore:
         with self._lock:
             stored = self._definitions.get((definition_id, version))
         return _copy_definition(stored) if stored else None
+
+    def definition_versions(self, definition_id: str) -> list[StoredDefinition]:
+        """Every stored version of a definition, newest first."""
+        with self._lock:
+            stored = [d for (i, _), d in self._definitions.items() if i == definition_id]
+        return [_copy_definition(d) for d in sorted(stored, key=lambda d: d.version, reverse=True)]
 
     def claim_due_timers(self, now: datetime, limit: int, lease_seconds: float) -> list[DueTimer]:
         """Timers due at `now`, leased for `lease_seconds`."""

@@ -175,7 +175,7 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(definition_id)s::text IS NULL OR definition_id = %(definition_id)s::text)
   AND (%(correlation_key)s::text IS NULL OR correlation_key = %(correlation_key)s::text)
 ORDER BY started_at DESC, id DESC
-LIMIT %(limit)s
+LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: history
 SELECT id::text AS event_id, instance_id::text AS instance_id, activity_id, event_type,
@@ -205,6 +205,21 @@ FROM dead_letters
 ORDER BY id DESC
 LIMIT %(limit)s
 
+-- name: activity_visits
+-- Instances per activity since a moment (the console's 24-hour counts): the time
+-- bound lets TimescaleDB skip older chunks.
+SELECT i.definition_id, h.activity_id, count(DISTINCT h.instance_id) AS instances
+FROM process_history AS h
+JOIN process_instances AS i ON i.id = h.instance_id
+WHERE h.timestamp >= %(since)s AND h.activity_id IS NOT NULL
+GROUP BY i.definition_id, h.activity_id
+
+-- name: pending_timers
+SELECT id AS timer_id, instance_id::text AS instance_id, token_id, activity_id, due_at, kind
+FROM process_timers
+WHERE instance_id = %(instance_id)s
+ORDER BY due_at, id
+
 -- name: lock_definition
 -- Serialises savers of one definition id, so two replicas never pick one version twice.
 SELECT pg_advisory_xact_lock(%(namespace)s::int, hashtext(%(id)s))
@@ -226,6 +241,12 @@ RETURNING id, version, name, definition, content_hash, created_at
 SELECT id, version, name, definition, content_hash, created_at
 FROM process_definitions
 WHERE id = %(id)s AND version = %(version)s
+
+-- name: definition_versions
+SELECT id, version, name, definition, content_hash, created_at
+FROM process_definitions
+WHERE id = %(id)s
+ORDER BY version DESC
 
 -- name: claim_timers
 -- SKIP LOCKED: replicas claiming at the same moment take disjoint timers.

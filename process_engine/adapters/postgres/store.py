@@ -210,6 +210,19 @@ class PostgresInstanceStore:
         rows = self._rows("reading dead letters", "dead_letters", {"limit": limit})
         return [_dead_letter(row) for row in rows]
 
+    def activity_visits(self, since: datetime) -> dict[tuple[str, str], int]:
+        """Instances with history on each activity since `since`, by (definition id, activity id)."""
+        require_aware(since, "visits since")
+        rows = self._rows("counting activity visits", "activity_visits", {"since": since})
+        return {(row["definition_id"], row["activity_id"]): row["instances"] for row in rows}
+
+    def pending_timers(self, instance_id: str) -> list[DueTimer]:
+        """An instance's timers that have not fired yet, soonest first."""
+        key = _uuid_or_none(instance_id)
+        if key is None:
+            return []
+        return [DueTimer(**row) for row in self._rows(f"reading timers of {key}", "pending_timers", {"instance_id": key})]
+
     def save_definition(self, definition: StoredDefinition) -> StoredDefinition:
         """Store a definition; the same content hash gives back the stored version."""
         params = {
@@ -234,6 +247,11 @@ class PostgresInstanceStore:
         what = f"loading definition {definition_id} v{version}"
         rows = self._rows(what, "load_definition", params)
         return StoredDefinition(**rows[0]) if rows else None
+
+    def definition_versions(self, definition_id: str) -> list[StoredDefinition]:
+        """Every stored version of a definition, newest first."""
+        rows = self._rows(f"listing versions of definition {definition_id}", "definition_versions", {"id": definition_id})
+        return [StoredDefinition(**row) for row in rows]
 
     def claim_due_timers(self, now: datetime, limit: int, lease_seconds: float) -> list[DueTimer]:
         """Timers due at `now`, leased for `lease_seconds` so no other replica takes them."""
