@@ -12,6 +12,7 @@ import ast
 import keyword
 import re
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,12 @@ _DOTTED_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _ALIAS_PREFIX = "__variable_"
 _FUNCTION_PREFIX = "__function_"
 _UNBOUND = object()
+_CONSTANT_INTERPRETERS = threading.local()  # a cache, holding no state between evaluations
+# ast.parse prints SyntaxWarnings (`1if x`) on stderr; expressions are parsed under
+# their own file name, so that only theirs are silenced (catch_warnings is slow and
+# not thread-safe).
+_PARSED_AS = "<expression>"
+warnings.filterwarnings("ignore", category=SyntaxWarning, module=re.escape(_PARSED_AS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +221,7 @@ def _parse(text: str, python_text: str) -> ast.expr:
 def _parse_module(text: str) -> ast.Module:
     """ast.parse, with CPython's own stack limits turned into a clear refusal."""
     try:
-        return ast.parse(text)
+        return ast.parse(text, _PARSED_AS)
     except (RecursionError, MemoryError):  # the parser's stack overflowed: far past the limit
         raise ExpressionError(_too_deep(text)) from None
 
@@ -269,9 +276,17 @@ def _check_constants(tree: ast.expr, text: str) -> None:
         return
     together = ast.fix_missing_locations(ast.Expression(ast.Tuple(elts=subtrees, ctx=ast.Load()))).body
     try:
-        SandboxInterpreter().evaluate(together, {}, text)
+        _constant_interpreter().evaluate(together, {}, text)
     except ExpressionError as error:
         raise type(error)(f"expression {text!r} always fails: {error}") from None
+
+
+def _constant_interpreter() -> SandboxInterpreter:
+    """One per thread: creating one costs more than checking most expressions' constants."""
+    interpreter = getattr(_CONSTANT_INTERPRETERS, "interpreter", None)
+    if interpreter is None:
+        interpreter = _CONSTANT_INTERPRETERS.interpreter = SandboxInterpreter()
+    return interpreter
 
 
 def _constant_subtrees(node: ast.AST) -> Any:

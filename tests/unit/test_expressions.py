@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 
@@ -273,13 +274,12 @@ def test_nesting_past_50_is_refused_on_the_parsed_tree(text):
         compile_expression(text)
 
 
-def test_the_parser_overflowing_its_stack_is_a_refusal_not_a_crash(monkeypatch):
-    import ast
+@pytest.mark.parametrize("overflow", [MemoryError("Parser stack overflowed"), RecursionError("during ast construction")])
+def test_the_parser_overflowing_its_stack_is_a_refusal_not_a_crash(monkeypatch, overflow):
+    def parse(*args, **kwargs):
+        raise overflow
 
-    def overflow(text):
-        raise MemoryError("Parser stack overflowed - Python source too complex to parse")
-
-    monkeypatch.setattr(ast, "parse", overflow)
+    monkeypatch.setattr("process_engine.domain.expressions.ast", SimpleNamespace(parse=parse))
     with pytest.raises(ExpressionError, match="nested deeper than 50 levels"):
         compile_expression("not not x")
 
