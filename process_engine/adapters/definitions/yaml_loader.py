@@ -85,8 +85,11 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[Any, dict[tuple[Any,
         problem = error.problem or error.context
         reason = problem if isinstance(error, _Refused) else f"malformed YAML: {problem}"
         raise DefinitionErrors([DefinitionError(reason, file, line)]) from None
-    except YAMLError as error:
-        raise DefinitionErrors([DefinitionError(f"malformed YAML: {error}", file)]) from None
+    except YAMLError as error:  # the reader's errors carry a position, not a mark
+        position = getattr(error, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+        reason = str(error).split("\n", 1)[0]
+        raise DefinitionErrors([DefinitionError(f"malformed YAML: {reason}", file, line)]) from None
     lines: dict[tuple[Any, ...], int] = {}
     return _plain(node, (), lines), lines
 
