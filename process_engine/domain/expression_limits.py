@@ -1,7 +1,7 @@
 """The bounds of evaluation: sizes, integer bits, nesting, variables' JSON size and a CPU budget.
 
 Every check here is cheap (len(), bit_length(), one clock read every few dozen
-nodes) because expressions run on the hot path. A value past a bound raises
+operations) because expressions run on the hot path. A value past a bound raises
 LimitExceeded, an ExpressionError, so the walker fails only the instance at hand.
 """
 
@@ -37,7 +37,7 @@ _CONTAINER_TYPES = frozenset(CONTAINER_TYPES)
 
 
 class CpuBudget:
-    """CPU time one step (or one evaluation) may spend; the clock starts at the first check.
+    """CPU time one step (or one evaluation) may spend, from `start()` or else from the first check.
 
     The only clock the core reads, and only as a guard: a step that stays inside the
     budget behaves exactly as if there were none. Thread time, so other threads'
@@ -49,6 +49,11 @@ class CpuBudget:
     def __init__(self, seconds: float = STEP_CPU_SECONDS):
         self.seconds = seconds
         self.deadline: float | None = None
+
+    def start(self) -> CpuBudget:
+        """Start the clock now."""
+        self.deadline = time.thread_time() + self.seconds
+        return self
 
     def check(self) -> None:
         """Raise LimitExceeded once the budget is spent."""

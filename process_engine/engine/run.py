@@ -39,7 +39,7 @@ class Run:
         self.commands: list[Command] = []
         self.ready: deque[str] = deque()
         self.executed = 0
-        self.budget = CpuBudget()  # the step's CPU guard; its clock starts at the first check
+        self.budget = CpuBudget().start()  # the step's CPU guard, the one clock the walker reads
 
     # -- history and commands -------------------------------------------------
     def record(self, activity_id: str | None, event_type: str, message: str | None = None, **data: Any) -> None:
