@@ -35,6 +35,7 @@ from process_engine.domain.trigger_rules import check_keys, read_rules
 BUILT_IN_TYPES = frozenset(
     {"start", "end", "decision", "service", "timer", "wait", "set", "parallel", "join", "compensate"}
 )
+MAX_ACTIVITIES = 1000
 Path = tuple[Any, ...]
 
 
@@ -232,6 +233,9 @@ def _variables(builder: _Builder, raw: Any) -> tuple[Variable, ...]:
 def _activities(builder: _Builder, raw: Any) -> dict[str, Activity]:
     if not isinstance(raw, list) or not raw:
         builder.fail(("activities",), "'activities' must be a non-empty list")
+        return {}
+    if len(raw) > MAX_ACTIVITIES:
+        builder.fail(("activities",), f"{len(raw):,} activities: a definition may have at most {MAX_ACTIVITIES:,}; split it into several")
         return {}
     ids = [item.get("id") if isinstance(item, Mapping) else None for item in raw]
     activities: dict[str, Activity] = {}

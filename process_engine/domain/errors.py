@@ -46,6 +46,10 @@ class ExpressionError(ProcessEngineError):
     """An expression failed to compile, left the sandbox or failed at run time."""
 
 
+class LimitExceeded(ExpressionError):
+    """An evaluation or an instance went past a bound (size, integer bits, nesting, CPU)."""
+
+
 class StoreError(ProcessEngineError):
     """The instance store failed."""
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from process_engine.domain.definition import Activity
 from process_engine.domain.errors import ExpressionError
+from process_engine.domain.expression_limits import check_variables
 from process_engine.domain.expressions import Expression
 from process_engine.domain.instance import WAIT_ACTION, WAIT_CONDITION, WAIT_JOIN, WAIT_TIMER, Token
 from process_engine.engine import compensation
@@ -51,7 +52,7 @@ def _end(run: Run, activity: Activity, token: Token) -> None:
 
 
 def _decision(run: Run, activity: Activity, token: Token) -> None:
-    result = truth(activity.condition, run.variables)
+    result = truth(activity.condition, run)
     path = activity.true_path if result else activity.false_path
     read = values_read(activity.condition, run.variables)
     run.record(activity.id, "completed", f"{result} -> {path}", result=result, path=path, read=read)
@@ -96,7 +97,7 @@ def _timer(run: Run, activity: Activity, token: Token) -> None:
     if activity.duration is not None:
         due_at = run.now + activity.duration
     else:
-        due_at = to_datetime(activity.until.evaluate(run.variables) if activity.until else None)
+        due_at = to_datetime(activity.until.evaluate(run.variables, budget=run.budget) if activity.until else None)
     token = run.update(token, waiting=WAIT_TIMER)
     schedule(run, token, activity, due_at, "timer", "timer")
     run.record(activity.id, "timer_scheduled", None, due_at=due_at.isoformat())
@@ -104,7 +105,7 @@ def _timer(run: Run, activity: Activity, token: Token) -> None:
 
 def _wait(run: Run, activity: Activity, token: Token) -> None:
     run.enter(activity.id)
-    if truth(activity.condition, run.variables):
+    if truth(activity.condition, run):
         continue_after(run, activity, token, condition=True, read=values_read(activity.condition, run.variables))
         return
     token = run.update(token, waiting=WAIT_CONDITION)
@@ -119,7 +120,7 @@ def _wait(run: Run, activity: Activity, token: Token) -> None:
 def recheck_wait(run: Run, token: Token) -> None:
     """A waiting token's condition may hold now that variables changed."""
     activity = run.definition.activities.get(token.activity_id)
-    if activity is None or not truth(activity.condition, run.variables):
+    if activity is None or not truth(activity.condition, run):
         return
     if token.timer_id:
         run.emit(CancelTimer(token.timer_id))
@@ -128,14 +129,18 @@ def recheck_wait(run: Run, token: Token) -> None:
 
 
 def _set(run: Run, activity: Activity, token: Token) -> None:
+    """Assign in order, each seeing the ones before; nothing is kept when the result is too big."""
+    variables = dict(run.variables)
     assigned = {}
     for name, value in activity.assignments:
         if isinstance(value, Expression):
-            result = value.evaluate(run.variables)
+            result = value.evaluate(variables, budget=run.budget)
         else:
-            result = value.render(run.variables)
-        run.variables[name] = result
+            result = value.render(variables)
+        variables[name] = result
         assigned[name] = result
+    check_variables(variables, assigned)
+    run.variables = variables
     continue_after(run, activity, token, assigned=assigned)
 
 
@@ -176,13 +181,18 @@ def _custom(run: Run, activity: Activity, token: Token) -> None:
     except Exception as error:  # a plug-in's bug fails its instance, never the engine
         run.fail(activity.id, f"activity type '{activity.type}' raised {type(error).__name__}: {error}")
         return
+    try:
+        check_variables({**run.variables, **updates}, updates)
+    except ExpressionError as error:
+        run.fail(activity.id, f"activity type '{activity.type}': {error}")
+        return
     run.variables.update(updates)
     continue_after(run, activity, token, assigned=dict(updates))
 
 
-def truth(condition: Expression | None, variables: dict[str, Any]) -> bool:
-    """Evaluate a condition to a bool (no condition counts as true)."""
-    return True if condition is None else bool(condition.evaluate(variables))
+def truth(condition: Expression | None, run: Run) -> bool:
+    """Evaluate a condition over the run's variables, within its CPU budget (no condition is true)."""
+    return True if condition is None else bool(condition.evaluate(run.variables, budget=run.budget))
 
 
 def values_read(condition: Expression | None, variables: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from process_engine.domain.definition import ProcessDefinition
+from process_engine.domain.expression_limits import CpuBudget
 from process_engine.domain.instance import WAIT_COMPENSATION, InstanceState, Token, state_of
 from process_engine.engine.commands import (
     CancelTimer,
@@ -41,6 +42,7 @@ class Run:
         self.commands: list[Command] = []
         self.ready: deque[str] = deque()
         self.executed = 0
+        self.budget = CpuBudget().start()  # the step's CPU guard, the one clock the walker reads
 
     # -- history and commands -------------------------------------------------
     def record(self, activity_id: str | None, event_type: str, message: str | None = None, **data: Any) -> None:

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from process_engine.domain.definition import Activity, ProcessDefinition
+from process_engine.domain.errors import ExpressionError
+from process_engine.domain.expression_limits import check_variables
 from process_engine.domain.instance import (
     STATE_VERSION,
     WAIT_ACTION,
@@ -38,6 +40,9 @@ from process_engine.engine.events import (
 )
 from process_engine.engine.run import MAX_ACTIVITIES_PER_STEP, Run
 
+# Activities between two reads of the CPU clock: each activity's expressions check it
+# themselves when they run long, so this only catches long runs of cheap activities.
+BUDGET_CHECK_EVERY = 16
 PARKED_EVENTS = {"TimerFired": TimerFired, "ActionSucceeded": ActionSucceeded, "ActionFailed": ActionFailed}
 
 
@@ -80,6 +85,11 @@ def _start(run: Run, event: Start) -> None:
     run.record(start, "started", f"instance of {run.definition.id} v{run.definition.version} started", variables=dict(run.variables))
     for name in event.missing:
         run.record(None, "variable_missing", f"source of variable '{name}' matched nothing in the trigger message", name=name)
+    try:
+        check_variables(run.variables)
+    except ExpressionError as error:
+        run.fail(start, str(error))
+        return
     run.new_token(start)
 
 
@@ -110,15 +120,26 @@ def _walk(run: Run) -> None:
         if run.executed > MAX_ACTIVITIES_PER_STEP:
             run.fail(token.activity_id, f"more than {MAX_ACTIVITIES_PER_STEP} activities in one step: a loop with no timer, wait or action?")
             return
+        if not run.executed % BUDGET_CHECK_EVERY:
+            try:
+                run.budget.check()
+            except ExpressionError as error:
+                run.fail(token.activity_id, str(error))
+                return
         activities.execute(run, token)
 
 
 def _refresh(run: Run, event: VariablesRefreshed) -> None:
+    changed = {name: value for name, value in event.values.items() if name not in run.variables or run.variables[name] != value}
+    if changed:
+        try:
+            check_variables({**run.variables, **changed})
+        except ExpressionError as error:
+            run.fail(None, f"refreshing {', '.join(sorted(changed))}: {error}")
+            return
     window = _history_window(run, event.record_every)
-    for name, value in event.values.items():
+    for name, value in changed.items():
         old = run.variables.get(name)
-        if name in run.variables and old == value:
-            continue
         run.variables[name] = value
         if window is not None:
             if run.recorded.get(name) == window:
@@ -127,11 +148,16 @@ def _refresh(run: Run, event: VariablesRefreshed) -> None:
         run.record(None, "variable_changed", f"{name}: {old!r} -> {value!r}", name=name, old=old, new=value)
     for name in event.missing:
         run.record(None, "variable_missing", f"source of variable '{name}' matched nothing in the message", name=name)
+    _recheck_waits(run)
+
+
+def _recheck_waits(run: Run) -> None:
+    """Waiting tokens whose condition may hold now; a condition that fails fails the instance."""
     for token in list(run.tokens.values()):
-        if token.waiting == WAIT_CONDITION:
+        if token.waiting == WAIT_CONDITION and run.status == "running":
             try:
                 activities.recheck_wait(run, token)
-            except activities.ExpressionError as error:
+            except ExpressionError as error:
                 run.fail(token.activity_id, f"wait '{token.activity_id}': {error}")
 
 
@@ -237,9 +263,7 @@ def _resume(run: Run) -> None:
         fields = {k: v for k, v in item.items() if k != "type"}
         _apply(run, PARKED_EVENTS[item["type"]](**fields))
         _walk(run)
-    for token in list(run.tokens.values()):
-        if token.waiting == WAIT_CONDITION:
-            activities.recheck_wait(run, token)
+    _recheck_waits(run)
 
 
 def _retry(run: Run) -> None:

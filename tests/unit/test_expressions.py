@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 
@@ -150,7 +151,7 @@ def test_sandbox_escapes_are_refused_at_compile_time(text):
     ("text", "reason"),
     [
         ("9**9**9", "exponent"),
-        ("'a' * 10**9", "string result is above the limit"),
+        ("'a' * 10**9", r"string result of \* is above the limit of 1 MiB"),
         ("[0] * 10**9", "repeating a list"),
         ("'%0999999999d' % 1", "%-formatting"),
         ("1 << 10**6", "left shift"),
@@ -218,7 +219,7 @@ def test_missing_index_and_key_are_clear():
         ("${}", "empty"),
         ("${a", "without a closing"),
         ("status == '${expected}'", "inside quotes"),
-        ("x" * 10_001, "longer than"),
+        ("x" * 4097, "longer than 4 KiB"),
     ],
 )
 def test_malformed_expressions_are_rejected(text, reason):
@@ -262,3 +263,34 @@ def test_expressions_compare_by_source_and_survive_copies():
     assert isinstance(copy.deepcopy(expression), Expression)
     assert pickle.loads(pickle.dumps(expression)).evaluate({"a": 1}) == 2
     assert "a" in repr(expression)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x" + "+x" * 2000, "not " * 1000 + "x", "-" * 4000 + "1", "[" * 60 + "]" * 60, "f(" * 60 + ")" * 60],
+)
+def test_nesting_past_50_is_refused_on_the_parsed_tree(text):
+    with pytest.raises(ExpressionError, match="nested deeper than 50 levels"):
+        compile_expression(text)
+
+
+@pytest.mark.parametrize("overflow", [MemoryError("Parser stack overflowed"), RecursionError("during ast construction")])
+def test_the_parser_overflowing_its_stack_is_a_refusal_not_a_crash(monkeypatch, overflow):
+    def parse(*args, **kwargs):
+        raise overflow
+
+    monkeypatch.setattr("process_engine.domain.expressions.ast", SimpleNamespace(parse=parse))
+    with pytest.raises(ExpressionError, match="nested deeper than 50 levels"):
+        compile_expression("not not x")
+
+
+def test_an_expression_over_4_kib_of_utf8_is_refused():
+    with pytest.raises(ExpressionError, match="longer than 4 KiB"):
+        compile_expression("'" + "é" * 2100 + "'")
+    assert compile_expression("'" + "x" * 4094 + "'").evaluate({}) == "x" * 4094
+
+
+def test_long_error_texts_are_cut_short():
+    with pytest.raises(ExpressionError) as failure:
+        evaluate("${a}[${key}]", {"a": {}, "key": "k" * 100_000})
+    assert len(str(failure.value)) < 600

@@ -90,3 +90,32 @@ def test_fast_walk_matches_jsonpath_ng(path, document):
 def test_jsonpaths_compare_by_source():
     assert compile_jsonpath("a.b") == compile_jsonpath("a.b")
     assert compile_jsonpath("a.b") != compile_jsonpath("a.c")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["$.items[?(@.name =~ '^(a+)+$')]", "items[?name =~ '^(a+)+$'].name", "$.name.`sub(/(a+)+$/, b)`"],
+)
+def test_regular_expressions_are_refused_at_compile_time(path):
+    with pytest.raises(ExpressionError, match=r"uses a regular expression \(=~ or sub\(\)\), which is not supported"):
+        compile_jsonpath(path)
+
+
+def test_arithmetic_is_refused_at_compile_time():
+    with pytest.raises(ExpressionError, match="uses arithmetic"):
+        compile_jsonpath("$.text * $.count")
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [(".".join(["a"] * 60) + "[*]", "nested deeper than 50 levels"), ("a" + "[*]" * 60, "nested deeper than 50 levels"),
+     ("a." * 2100 + "b", "longer than 4 KiB")],
+)
+def test_long_and_deep_paths_are_refused(path, reason):
+    with pytest.raises(ExpressionError, match=reason):
+        compile_jsonpath(path)
+
+
+def test_filters_without_regex_still_work():
+    path = compile_jsonpath("$.readings[?(@.value > 1)].value")
+    assert path.find({"readings": [{"value": 1}, {"value": 2}, {"value": 3}]}) == (True, [2, 3])

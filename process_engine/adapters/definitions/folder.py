@@ -47,6 +47,7 @@ class DefinitionFolder:
         self.extensions = extensions
         self.state = FolderState()
         self._lock = threading.Lock()
+        self._activated = True  # False while an activation failed (the store was down): retry it
         # Told about every file a scan loads, rejects or loses (`process-engine dev` prints them).
         self.listeners: list[Callable[[FolderEvent], None]] = []
 
@@ -54,14 +55,16 @@ class DefinitionFolder:
         """Reload what changed; returns True when the active set was rebuilt.
 
         A file that fails to load is reported and its previous good version stays active;
-        a removed file's definition stops triggering (running instances carry on).
+        a removed file's definition stops triggering (running instances carry on). One
+        bad file never stops the scan: the others load and every stamp is saved, so
+        the bad file is not read again until it changes.
         """
         with self._lock:
             files = definition_files([self.path]) if self.path.exists() else []
             stamps = {p: _stamp(p) for p in files}
-            if stamps == self.state.stamps:
+            if stamps == self.state.stamps and self._activated:
                 return False
-            events = [self._load(path) for path in files if self.state.stamps.get(path) != stamps[path]]
+            events = [self._load_guarded(path) for path in files if self.state.stamps.get(path) != stamps[path]]
             for gone in set(self.state.good) - set(files):
                 log.info("definition file removed: %s", gone)
                 self.state.good.pop(gone)
@@ -69,26 +72,39 @@ class DefinitionFolder:
             for gone in set(self.state.errors) - set(files):
                 self.state.errors.pop(gone)
             self.state.stamps = stamps
+            self._activated = False
             self._activate()
+            self._activated = True
             for event in events:
                 self._tell(self._registered(event))
             return True
+
+    def _load_guarded(self, path: Path) -> FolderEvent:
+        """Load one file; whatever goes wrong is that file's error, and the scan goes on."""
+        try:
+            return self._load(path)
+        except Exception as error:  # the loader turns failures into DefinitionErrors; this is the last guard
+            reason = f"cannot load the definition: {type(error).__name__}: {str(error)[:200]}"
+            return self._reject(path, [DefinitionError(reason, str(path), 1)])
 
     def _load(self, path: Path) -> FolderEvent:
         try:
             definition = load_file(path, self.extensions)
         except DefinitionErrors as failure:
-            self.state.errors[path] = failure.errors
-            kept = " (previous version stays active)" if path in self.state.good else ""
-            for error in failure.errors:
-                log.error("invalid definition%s: %s", kept, error.location_text())
-            return FolderEvent("invalid", path, errors=tuple(failure.errors))
+            return self._reject(path, failure.errors)
         self.state.errors.pop(path, None)
         self.state.good[path] = definition
         warnings = tuple(correlation_warnings(definition))
         for warning in warnings:
             log.warning("%s: warning: %s", path, warning)
         return FolderEvent("loaded", path, definition=definition, warnings=warnings)
+
+    def _reject(self, path: Path, errors: list[DefinitionError]) -> FolderEvent:
+        self.state.errors[path] = errors
+        kept = " (previous version stays active)" if path in self.state.good else ""
+        for error in errors:
+            log.error("invalid definition%s: %s", kept, error.location_text())
+        return FolderEvent("invalid", path, errors=tuple(errors))
 
     def _registered(self, event: FolderEvent) -> FolderEvent:
         """A loaded file's event with the version the registry stored it under."""

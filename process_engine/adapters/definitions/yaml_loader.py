@@ -1,4 +1,10 @@
-"""Read definition files with ruamel.yaml, keeping line numbers for every error."""
+"""Read definition files with ruamel.yaml, keeping line numbers for every error.
+
+A definition file is untrusted input: it may be at most 1 MiB, and YAML aliases,
+anchors and explicit tags are refused while the document is composed, before
+anything is expanded or constructed (no billion laughs, no `!!python/...`). Any
+failure at all while one file loads is that file's error, never the caller's.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from process_engine.domain.building import build_definition
 from process_engine.domain.definition import ProcessDefinition
@@ -18,6 +26,8 @@ from process_engine.domain.extensions import Extensions
 
 TEST_SUFFIX = ".test.yaml"
 DEFINITION_SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 64  # keeps every recursive step after parsing (plain data, hashing) shallow
 
 
 @dataclass
@@ -29,23 +39,57 @@ class LoadResult:
     files: dict[str, str] = field(default_factory=dict)  # definition id -> file
 
 
+class _Refused(ComposerError):
+    """Well-formed YAML using a feature definitions may not use."""
+
+
+class _StrictComposer(Composer):
+    """ruamel's composer, refusing aliases, anchors, explicit tags and deep nesting where they appear."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        problem = _refusal(event, self.depth)
+        if problem:
+            raise _Refused(None, None, problem, event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _refusal(event: Any, depth: int) -> str | None:
+    if isinstance(event, AliasEvent):
+        return f"YAML aliases (*{event.anchor}) are not allowed: write the value out"
+    if event.anchor is not None:
+        return f"YAML anchors (&{event.anchor}) are not allowed: write the value out"
+    tag = getattr(event, "ctag", None)
+    if tag is not None:
+        shown = str(tag).replace("tag:yaml.org,2002:", "!!")
+        return f"YAML tags ({shown}) are not allowed: write plain values"
+    if depth >= MAX_YAML_DEPTH:
+        return f"YAML nested deeper than {MAX_YAML_DEPTH} levels (the limit)"
+    return None
+
+
 def parse_yaml(text: str, file: str | None = None) -> tuple[Any, dict[tuple[Any, ...], int]]:
     """Parse YAML into plain data and a map of path -> 1-based line.
 
     Raises:
-        DefinitionErrors: the YAML is malformed (with the line of the problem).
+        DefinitionErrors: the YAML is malformed or uses refused features (with the line of the problem).
     """
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.Composer = _StrictComposer
     try:
         node = yaml.load(text)
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
-        reason = f"malformed YAML: {error.problem or error.context}"
+        problem = error.problem or error.context
+        reason = problem if isinstance(error, _Refused) else f"malformed YAML: {problem}"
         raise DefinitionErrors([DefinitionError(reason, file, line)]) from None
-    except YAMLError as error:
-        raise DefinitionErrors([DefinitionError(f"malformed YAML: {error}", file)]) from None
+    except YAMLError as error:  # the reader's errors carry a position, not a mark
+        position = getattr(error, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+        reason = str(error).split("\n", 1)[0]
+        raise DefinitionErrors([DefinitionError(f"malformed YAML: {reason}", file, line)]) from None
     lines: dict[tuple[Any, ...], int] = {}
     return _plain(node, (), lines), lines
 
@@ -56,14 +100,14 @@ def _plain(node: Any, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) 
         lines.setdefault(path, node.lc.line + 1)
         result = {}
         for key, value in node.items():
-            lines[path + (key,)] = node.lc.key(key)[0] + 1
+            lines[path + (key,)] = _line(node.lc.key(key), lines[path])
             result[str(key) if not isinstance(key, (str, int)) else key] = _plain(value, path + (key,), lines)
         return result
     if isinstance(node, CommentedSeq):
         lines.setdefault(path, node.lc.line + 1)
         items = []
         for index, value in enumerate(node):
-            lines[path + (index,)] = node.lc.item(index)[0] + 1
+            lines[path + (index,)] = _line(node.lc.item(index), lines[path])
             items.append(_plain(value, path + (index,), lines))
         return items
     if isinstance(node, bool) or node is None:
@@ -74,23 +118,46 @@ def _plain(node: Any, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) 
     return node
 
 
+def _line(position: Any, fallback: int) -> int:
+    """ruamel's 0-based (line, column) as a 1-based line; the parent's line when it has none."""
+    return position[0] + 1 if position else fallback
+
+
 def load_text(text: str, file: str | None = None, extensions: Extensions | None = None) -> ProcessDefinition:
     """Parse and validate one definition.
 
     Raises:
-        DefinitionErrors: every problem, with file and line.
+        DefinitionErrors: every problem, with file and line; any unexpected failure
+            too, as the file's error naming the exception type.
     """
-    document, lines = parse_yaml(text, file)
-    return build_definition(document, lines, file, extensions)
+    try:
+        _check_size(len(text.encode("utf-8", "surrogatepass")), file)
+        document, lines = parse_yaml(text, file)
+        return build_definition(document, lines, file, extensions)
+    except DefinitionErrors:
+        raise
+    except Exception as error:  # one file's failure, whatever it is, must not stop the others
+        detail = str(error)[:200]
+        reason = f"cannot load the definition: {type(error).__name__}" + (f": {detail}" if detail else "")
+        raise DefinitionErrors([DefinitionError(reason, file, 1)]) from None
 
 
 def load_file(path: Path, extensions: Extensions | None = None) -> ProcessDefinition:
-    """Load one definition file."""
+    """Load one definition file (never reading more than the size limit)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        _check_size(len(data), str(path))
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise DefinitionErrors([DefinitionError(f"cannot read file: {error}", str(path))]) from None
+        raise DefinitionErrors([DefinitionError(f"cannot read file: {error}", str(path), 1)]) from None
     return load_text(text, str(path), extensions)
+
+
+def _check_size(size: int, file: str | None) -> None:
+    if size > MAX_FILE_BYTES:
+        reason = f"file is larger than 1 MiB (the limit is {MAX_FILE_BYTES:,} bytes): split it into several definitions"
+        raise DefinitionErrors([DefinitionError(reason, file, 1)])
 
 
 def definition_files(paths: Iterable[Path]) -> list[Path]:
