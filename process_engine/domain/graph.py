@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ def check_graph(
 ) -> str | None:
     """Report graph problems through `fail`; return the start activity id when there is one."""
     paths = {activity_id: ("activities", index) for index, activity_id in enumerate(activities)}
-    _check_targets(activities, paths, fail)
+    targets_ok = _check_targets(activities, paths, fail)
     starts = [a.id for a in activities.values() if a.type == "start"]
     if not starts:
         fail(("activities",), "no 'start' activity: add `- id: start` with `type: start` first")
@@ -23,6 +24,8 @@ def check_graph(
     if len(starts) > 1:
         fail(paths[starts[1]], f"more than one start activity: {starts}")
         return None
+    if not targets_ok:
+        return starts[0]  # what a misspelt target cuts off would only repeat that error
     reachable = _reachable(activities, starts[0])
     if not any(activities[a].type == "end" for a in reachable):
         fail(paths[starts[0]], "no 'end' activity is reachable from the start")
@@ -36,15 +39,27 @@ def _check_targets(
     activities: Mapping[str, Activity],
     paths: Mapping[str, tuple[Any, ...]],
     fail: Callable[[tuple[Any, ...], str], None],
-) -> None:
+) -> bool:
+    """Report targets that name no activity; True when there are none."""
+    ok = True
     for activity in activities.values():
         for name in TARGET_FIELDS:
             target = getattr(activity, name)
             if target and target not in activities:
-                fail(paths[activity.id] + (name,), f"'{name}' of '{activity.id}' points at unknown activity '{target}'")
+                ok = False
+                fail(paths[activity.id] + (name,),
+                     f"'{name}' of '{activity.id}' points at unknown activity '{target}'{_near(target, activities)}")
         for target in activity.branches:
             if target not in activities:
-                fail(paths[activity.id] + ("branches",), f"branch of '{activity.id}' points at unknown activity '{target}'")
+                ok = False
+                fail(paths[activity.id] + ("branches",),
+                     f"branch of '{activity.id}' points at unknown activity '{target}'{_near(target, activities)}")
+    return ok
+
+
+def _near(target: str, activities: Mapping[str, Activity]) -> str:
+    close = difflib.get_close_matches(str(target), list(activities), n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _reachable(activities: Mapping[str, Activity], start: str) -> set[str]:

@@ -43,6 +43,10 @@ CASES = {
         ("action: mqtt_publish", "action: mqtt_publsh"),
         "unknown action 'mqtt_publsh' (did you mean 'mqtt_publish'?)",
     ),
+    "an activity id": (
+        ("true_path: activate_cooling", "true_path: activate_coolng"),
+        "'true_path' of 'check_temp' points at unknown activity 'activate_coolng' (did you mean 'activate_cooling'?)",
+    ),
     "a key of an activity": (
         ("duration: 5m", "duraton: 5m"),
         "unknown key 'duraton' for a timer activity (did you mean 'duration'?)",
