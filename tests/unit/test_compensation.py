@@ -207,3 +207,35 @@ tests:
     )
     definition = load_text(BACKUP, "backup.yaml", extensions())
     assert compare(spec.tests[0].expectations, run_case(spec.tests[0], definition)) == []
+
+
+RESTARTING = """
+id: valve-watch
+trigger: {type: kafka, topic: valves, correlate: tags.valve, mode: restart}
+variables:
+  - {name: valve, source: tags.valve}
+activities:
+  - {id: start, type: start}
+  - id: open_bypass
+    type: service
+    action: mqtt_publish
+    config: {topic: "plant/${valve}/bypass", payload: {state: open}}
+    compensate: {action: mqtt_publish, config: {topic: "plant/${valve}/bypass", payload: {state: closed}}}
+  - {id: hold, type: timer, duration: 1h}
+  - {id: done, type: end}
+"""
+
+
+def test_replay_runs_the_compensation_of_an_instance_a_newer_message_restarts() -> None:
+    from datetime import datetime, timezone
+
+    from process_engine.flowtest.replay import RecordedMessage, replay
+
+    definition = load_text(RESTARTING, "valve-watch.yaml", extensions())
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    value = b'{"tags": {"valve": "v-1"}}'
+    messages = [RecordedMessage("valves", value, at, 0, 0), RecordedMessage("valves", value, at.replace(minute=5), 0, 1)]
+    report = replay(messages, [definition])
+    first, second = report.instances
+    assert first.status == "cancelled" and second.current_activity == "hold"
+    assert [(a.activity, a.config["payload"]["state"]) for a in first.actions] == [("open_bypass", "open"), ("open_bypass", "closed")]
