@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from process_engine.domain.compensation_fields import read_compensate
+from process_engine.domain.compensation_fields import check_action, read_compensate
 from process_engine.domain.definition import RetryPolicy
 from process_engine.domain.field_builder import FieldBuilder, Path
 from process_engine.domain.name_checks import suggestion
@@ -68,13 +68,7 @@ def _service(builder: FieldBuilder, item: Mapping[str, Any], path: Path, activit
         builder.fail(path + ("config",), "'config' must be a mapping")
         config = {}
     extensions = builder.extensions
-    if action is not None and extensions.check_actions:
-        if action not in extensions.actions:
-            builder.fail(path + ("action",), f"unknown action '{action}'{suggestion(action, extensions.actions)} (known: {sorted(extensions.actions)})")
-        else:
-            check = extensions.actions[action]
-            for problem in (check(config) if check else []):
-                builder.fail(path + ("config",), f"action '{action}': {problem}")
+    check_action(builder, action, config, path)
     return {
         "action": action,
         "config": builder.template(path + ("config",), dict(config), extensions.encoders.get(action or "")),

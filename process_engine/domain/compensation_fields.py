@@ -14,6 +14,19 @@ from process_engine.domain.field_builder import FieldBuilder, Path
 from process_engine.domain.name_checks import suggestion
 
 
+def check_action(builder: FieldBuilder, action: str | None, config: Mapping[str, Any], path: Path) -> None:
+    """An action name the engine knows, and a config its own check accepts (a service's, or its undo's)."""
+    extensions = builder.extensions
+    if action is None or not extensions.check_actions:
+        return
+    if action not in extensions.actions:
+        builder.fail(path + ("action",), f"unknown action '{action}'{suggestion(action, extensions.actions)} (known: {sorted(extensions.actions)})")
+        return
+    check = extensions.actions[action]
+    for problem in (check(config) if check else []):
+        builder.fail(path + ("config",), f"action '{action}': {problem}")
+
+
 def read_compensate(builder: FieldBuilder, raw: Any, path: Path) -> Compensation | None:
     """The compensation of one service activity, or None when it has none (or is wrong: then recorded)."""
     if raw is None:
@@ -32,13 +45,7 @@ def read_compensate(builder: FieldBuilder, raw: Any, path: Path) -> Compensation
         builder.fail(path + ("config",), "'config' must be a mapping")
         return None
     extensions = builder.extensions
-    if action is not None and extensions.check_actions:
-        if action not in extensions.actions:
-            builder.fail(path + ("action",), f"unknown action '{action}'{suggestion(action, extensions.actions)} (known: {sorted(extensions.actions)})")
-        else:
-            check = extensions.actions[action]
-            for problem in (check(config) if check else []):
-                builder.fail(path + ("config",), f"action '{action}': {problem}")
+    check_action(builder, action, config, path)
     encoders = extensions.encoders.get(action or "")  # as for the action itself: URL and topic values stay in place
     return Compensation(action=action, config=builder.template(path + ("config",), dict(config), encoders))
 

@@ -14,7 +14,7 @@ from process_engine.domain.expressions import Expression
 from process_engine.domain.instance import WAIT_ACTION, WAIT_CONDITION, WAIT_JOIN, WAIT_TIMER, Token
 from process_engine.engine import compensation
 from process_engine.engine.commands import CancelTimer, RunAction, ScheduleTimer
-from process_engine.engine.run import Run
+from process_engine.engine.run import Run, continue_after
 
 
 def execute(run: Run, token: Token) -> None:
@@ -29,15 +29,6 @@ def execute(run: Run, token: Token) -> None:
     except ExpressionError as error:
         run.update(token, waiting="failed")
         run.fail(activity.id, f"{activity.type} '{activity.id}': {error}")
-
-
-def continue_after(run: Run, activity: Activity, token: Token, **data: Any) -> None:
-    """Record the activity as completed and move the token to `next`."""
-    run.record(activity.id, "completed", None, **data)
-    if activity.next is None:
-        run.fail(activity.id, f"activity '{activity.id}' has nowhere to go")
-        return
-    run.move(token, activity.next)
 
 
 def _start(run: Run, activity: Activity, token: Token) -> None:

@@ -16,7 +16,7 @@ from process_engine.domain.definition import Activity
 from process_engine.domain.errors import ExpressionError
 from process_engine.domain.instance import WAIT_COMPENSATED, WAIT_COMPENSATION, Token
 from process_engine.engine.commands import RunAction
-from process_engine.engine.run import Run
+from process_engine.engine.run import Run, continue_after
 
 
 def remember(run: Run, activity: Activity, token: Token, result: Any) -> None:
@@ -30,7 +30,7 @@ def remember(run: Run, activity: Activity, token: Token, result: Any) -> None:
 def begin_activity(run: Run, activity: Activity, token: Token) -> None:
     """A `compensate` activity: undo what is pending, then continue with `next`."""
     if not run.pending_compensations():
-        _continue(run, activity, token, undone=0)
+        continue_after(run, activity, token, undone=0)
         return
     run.update(token, waiting=WAIT_COMPENSATED)
     run.compensating = {"end": None, "reason": None, "activity": activity.id, "token": token.id}
@@ -149,13 +149,4 @@ def _finish(run: Run, state: dict[str, Any]) -> None:
         token = run.tokens.get(state["token"])
         activity = run.definition.activities[state["activity"]]
         if token is not None:
-            _continue(run, activity, token, undone=undone)
-
-
-def _continue(run: Run, activity: Activity, token: Token, **data: Any) -> None:
-    """As activities.continue_after, which cannot be imported here (it imports this module)."""
-    run.record(activity.id, "completed", None, **data)
-    if activity.next is None:
-        run.fail(activity.id, f"activity '{activity.id}' has nowhere to go")
-        return
-    run.move(run.update(token, waiting=None), activity.next)
+            continue_after(run, activity, token, undone=undone)

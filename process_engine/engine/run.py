@@ -6,7 +6,7 @@ from collections import deque
 from datetime import datetime
 from typing import Any
 
-from process_engine.domain.definition import ProcessDefinition
+from process_engine.domain.definition import Activity, ProcessDefinition
 from process_engine.domain.expression_limits import CpuBudget
 from process_engine.domain.instance import WAIT_COMPENSATION, InstanceState, Token, state_of
 from process_engine.engine.commands import (
@@ -145,3 +145,12 @@ class Run:
             self.error, self.next_token, self.visits, tuple(self.parked), tuple(self.compensations), self.compensating, self.recorded,
             instance.version, instance.state_version,
         )
+
+
+def continue_after(run: Run, activity: Activity, token: Token, **data: Any) -> None:
+    """Record the activity as completed and move the token to `next`."""
+    run.record(activity.id, "completed", None, **data)
+    if activity.next is None:
+        run.fail(activity.id, f"activity '{activity.id}' has nowhere to go")
+        return
+    run.move(token, activity.next)
