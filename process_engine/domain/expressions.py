@@ -60,6 +60,11 @@ class Expression:
         default_factory=threading.local, repr=False, compare=False
     )
 
+    @property
+    def bare_names(self) -> frozenset[str]:
+        """The bare names it reads (not functions), each as the variable it stands for: what load-time checks look up."""
+        return frozenset(self._aliases.get(name, name) for name in self._value_names)
+
     def evaluate(
         self,
         variables: Mapping[str, Any],

@@ -61,9 +61,7 @@ def _reads(activity: Activity) -> list[tuple[str, set[str]]]:
 
 def _expression_names(expression: Expression) -> set[str]:
     """`${name}` references and bare names, each by the variable it reads (`a.b` reads `a`)."""
-    aliases = expression._aliases
-    bare = {aliases.get(name, name) for name in expression._value_names}
-    return set(expression.names) | bare
+    return set(expression.names) | expression.bare_names
 
 
 def _check_trigger(definition: ProcessDefinition, known: set[str], fail: Fail) -> None:
@@ -80,7 +78,7 @@ def _check_trigger(definition: ProcessDefinition, known: set[str], fail: Fail) -
     known = known - set(CONSTANTS)  # a suggestion should name a variable, not `pi`
     for name in sorted(set(condition.names) - known):
         fail(("trigger", "condition"), f"unknown variable '{name}' in the trigger condition{suggestion(name, known)}")
-    bare = {condition._aliases.get(n, n) for n in condition._value_names} - known - set(CONSTANTS) - message_keys - MESSAGE_NAMES
+    bare = condition.bare_names - known - set(CONSTANTS) - message_keys - MESSAGE_NAMES
     for name in sorted(bare):
         near = suggestion(name, message_keys | known)
         if near:
