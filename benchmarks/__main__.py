@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from benchmarks import phases, raw, report
+from benchmarks import phases, raw, report, telemetry
 from benchmarks.engine_control import EngineProcess
 from benchmarks.servers import Stack
 from benchmarks.workload import produce_backlog, write_definitions, write_holding
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     values = report.figures(measured, samples)
     print(report.table(values))
     details = {"sizes": sizes.__dict__, "seconds": round(time.monotonic() - began, 1),
-               **{k: v for k, v in measured.items() if k != "T3"}, "T3 pending": measured["T3"]["pending"]}
+               **{k: v for k, v in measured.items() if k not in ("T3", "S3 on", "S3 off")}, "T3 pending": measured["T3"]["pending"]}
     path = report.write_json(values, details, args.quick)
     plot = report.RESULTS / "throughput_latency.png"
     report.plot(values, samples, measured, plot)
@@ -57,7 +57,8 @@ def run(stack: Stack, sizes: phases.Sizes) -> tuple[dict[str, Any], dict[str, An
     """Every phase in order; returns what each measured and the engine's samples."""
     suffix = uuid.uuid4().hex[:6]
     topics = phases.Topics(f"bench-five-{suffix}", f"bench-seed-{suffix}", f"bench-wait-{suffix}", f"bench-hold-{suffix}")
-    for topic in (topics.five, topics.seed, topics.wait, topics.hold):
+    screen_topic, refresh_topic = f"bench-screen-{suffix}", f"bench-refresh-{suffix}"
+    for topic in (topics.five, topics.seed, topics.wait, topics.hold, screen_topic, refresh_topic):
         stack.topic(topic, 4)
     folder = stack.workdir / "processes"
     write_definitions(folder, topics.five, topics.seed, topics.wait)
@@ -107,9 +108,20 @@ def run(stack: Stack, sizes: phases.Sizes) -> tuple[dict[str, Any], dict[str, An
         measured["T5 raw"] = raw.consume_rate(stack.bootstrap, topics.hold, sizes.holding, sizes.batch_size)
         write_holding(folder, topics.hold)
         measured["T5"] = phases.holding_rate(engine, sizes.holding)
+        group = environ["PROCESS_ENGINE_GROUP_ID"]
+        step(f"S1 screening ({sizes.screening:,} messages, condition false, 1,000 keys)")
+        measured["S1"] = telemetry.screening(stack.bootstrap, group, folder, screen_topic, sizes.screening, sizes.batch_size)
+        step(f"S2 refresh ({sizes.refreshes:,} readings for {sizes.refresh_keys:,} waiting instances)")
+        measured["S2"] = telemetry.refresh(stack.bootstrap, group, folder, refresh_topic, engine_url, sizes.refresh_keys,
+                                           sizes.refreshes, sizes.batch_size)
         samples = engine.stop()
     finally:
         engine.kill()
+    measured["S2"]["rows_per_refresh_live"] = telemetry.rows_per_refresh_at_one_per_second()
+    for setting in ("on", "off"):
+        step(f"S3 reaction, Kafka to MQTT, at 20 and 200 msg/s (synchronous_commit={setting})")
+        measured[f"S3 {setting}"] = telemetry.reaction(stack.bootstrap, stack.mqtt_url, stack.database(), stack.workdir,
+                                                       (20.0, 200.0), sizes.reaction_seconds, setting)
     return measured, samples
 
 
