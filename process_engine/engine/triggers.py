@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.instance import InstanceState
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
-    """What a message means for one definition."""
+class Match(NamedTuple):
+    """What a message means for one definition (a tuple: one is made per message and definition)."""
 
     matched: bool
     variables: dict[str, Any]
@@ -69,6 +67,11 @@ def match(definition: ProcessDefinition, message: Mapping[str, Any], message_key
     Raises:
         ExpressionError: the condition failed at run time (the caller dead-letters the message).
     """
+    return match_keyed(definition, message, correlation_key(definition, message, message_key))
+
+
+def match_keyed(definition: ProcessDefinition, message: Mapping[str, Any], key: str | None) -> Match:
+    """`match` with the correlation key already computed (the dispatcher needs it first, for its batch)."""
     condition = definition.trigger.condition
     variables, missing = extract(definition, message)
     matched = True
@@ -76,11 +79,10 @@ def match(definition: ProcessDefinition, message: Mapping[str, Any], message_key
         scope = {v.name: v.value for v in definition.variables if v.source is None}
         scope.update(variables)
         matched = bool(condition.evaluate(scope, message))
-    return Match(matched, variables, missing, correlation_key(definition, message, message_key))
+    return Match(matched, variables, missing, key)
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     """What to do with a match, given the active instances with its key."""
 
     start: bool = False

@@ -46,7 +46,8 @@ class UnitHolds:
 
     def prefetch(self, keys: Iterable[Key]) -> None:
         """Read the states of many keys of definitions with hold rules, in one query."""
-        wanted = [key for key in keys if key not in self.states and _has_rules(self.registry.current(key[0]))]
+        ruled = {d for d in {key[0] for key in keys} if _has_rules(self.registry.current(d))}  # once per definition
+        wanted = [key for key in keys if key[0] in ruled and key not in self.states]
         for key in [k for k in wanted if k in self.carried]:
             self._adopt(key, self.carried[key])
         wanted = [key for key in wanted if key not in self.carried]

@@ -15,7 +15,7 @@ from process_engine.domain.errors import ConcurrencyConflict, ExpressionError, S
 from process_engine.engine import Cancel, Start, VariablesRefreshed
 from process_engine.engine.commands import InstanceCompleted, InstanceFailed, RecordHistory
 from process_engine.engine.holds import HoldEvent
-from process_engine.engine.triggers import Match, correlation_key, is_queued, match, plan
+from process_engine.engine.triggers import Match, correlation_key, is_queued, match_keyed, plan
 from process_engine.engine.walker import new_instance
 from process_engine.ports import (
     DeadLetter,
@@ -217,11 +217,12 @@ class MessageDispatcher:
                     document = self._decode(unit, message, result)
                     if document is not None:
                         fresh.append((message, document))
-            keys = self._keys(unit, fresh, result)
+            keyed = self._keys(unit, fresh, result)
+            keys = {(definition.id, key) for _, _, pairs in keyed for definition, key in pairs if key is not None}
             unit.prefetch_active(keys)  # one query instead of one per message
             unit.holds.prefetch(keys)  # the same for the keys of definitions with hold rules
-            for message, document in fresh:
-                self._message(unit, message, document, result)
+            for message, document, pairs in keyed:
+                self._message(unit, message, document, pairs, result)
             self._start_queued(unit)
             return result
 
@@ -278,34 +279,34 @@ class MessageDispatcher:
 
     def _keys(
         self, unit: UnitOfWork, fresh: list[tuple[IncomingMessage, dict[str, Any]]], result: BatchResult
-    ) -> set[tuple[str, str]]:
-        """The (definition, correlation key) pairs a batch of decoded messages will look up.
+    ) -> list[tuple[IncomingMessage, dict[str, Any], list[tuple[ProcessDefinition, str | None]]]]:
+        """Each decoded message with its definitions and its correlation key for each.
 
-        A message whose key cannot be computed is dead-lettered here and dropped from `fresh`.
+        A message whose key cannot be computed is dead-lettered here and dropped.
         """
-        keys: set[tuple[str, str]] = set()
+        keyed = []
         by_topic: dict[str, list[ProcessDefinition]] = {}
-        refused: list[int] = []
-        for index, (message, document) in enumerate(fresh):
+        for message, document in fresh:
             topic = message.coordinate.topic
             if topic not in by_topic:
                 by_topic[topic] = self.registry.for_topic(topic)
+            pairs: list[tuple[ProcessDefinition, str | None]] = []
             try:
                 for definition in by_topic[topic]:
-                    key = correlation_key(definition, document, message.key)
-                    if key is not None:
-                        keys.add((definition.id, key))
+                    pairs.append((definition, correlation_key(definition, document, message.key)))
             except Exception as error:  # nothing is changed yet: dead-letter it on the spot
                 self._dead_letter(unit, message, f"correlation key of {definition.id}: {error_text(error)}", result, definition.id)
-                refused.append(index)
-        for index in reversed(refused):
-            del fresh[index]
-        return keys
+                continue
+            keyed.append((message, document, pairs))
+        return keyed
 
-    def _message(self, unit: UnitOfWork, message: IncomingMessage, document: dict[str, Any], result: BatchResult) -> None:
-        for definition in self.registry.for_topic(message.coordinate.topic):
+    def _message(
+        self, unit: UnitOfWork, message: IncomingMessage, document: dict[str, Any],
+        pairs: list[tuple[ProcessDefinition, str | None]], result: BatchResult,
+    ) -> None:
+        for definition, key in pairs:
             try:
-                found = match(definition, document, message.key)
+                found = match_keyed(definition, document, key)
             except Exception as error:  # nothing is changed yet: dead-letter it on the spot
                 reason = str(error) if isinstance(error, ExpressionError) else error_text(error)
                 self._dead_letter(unit, message, f"trigger of {definition.id}: {reason}", result, definition.id)

@@ -28,12 +28,19 @@ class DefinitionRegistry:
         self._lock = threading.Lock()
         self._active: dict[str, ProcessDefinition] = {}
         self._versions: dict[tuple[str, int], ProcessDefinition] = {}
+        # Read for every message: rebuilt whole on each activate, so readers need no lock.
+        self._by_topic: dict[str, list[ProcessDefinition]] = {}
 
     def activate(self, definitions: Iterable[ProcessDefinition]) -> list[ProcessDefinition]:
         """Make exactly these definitions the active set (hot reload passes the whole set)."""
         registered = [self._register(definition) for definition in definitions]
         with self._lock:
             before, self._active = self._active, {definition.id: definition for definition in registered}
+            by_topic: dict[str, list[ProcessDefinition]] = {}
+            for definition in registered:
+                if definition.trigger.is_topic and definition.trigger.topic:
+                    by_topic.setdefault(definition.trigger.topic, []).append(definition)
+            self._by_topic = by_topic
         for definition in registered:
             _tell_trigger_change(before.get(definition.id), definition)
         return registered
@@ -64,8 +71,8 @@ class DefinitionRegistry:
             return self._active.get(definition_id)
 
     def for_topic(self, topic: str) -> list[ProcessDefinition]:
-        """Active definitions triggered by messages on `topic`."""
-        return [d for d in self.active() if d.trigger.is_topic and d.trigger.topic == topic]
+        """Active definitions triggered by messages on `topic` (do not change the list)."""
+        return self._by_topic.get(topic, [])
 
     def topics(self) -> set[str]:
         """Every trigger topic of the active definitions."""

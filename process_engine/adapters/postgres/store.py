@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
@@ -165,7 +166,7 @@ class PostgresInstanceStore:
         """active_by_key for many (definition id, key) pairs in one query; pairs with none are absent."""
         if not keys:
             return {}
-        params = {"definition_id": [k[0] for k in keys], "correlation_key": [k[1] for k in keys]}
+        params = {"pairs": orjson.dumps(keys if isinstance(keys, list) else list(keys)).decode()}
         found: dict[tuple[str, str], list[InstanceState]] = {}
         for row in self._rows(f"finding active instances for {len(keys)} key(s)", "active_by_keys", params):
             instance = InstanceState.from_row(**row)
