@@ -335,6 +335,8 @@ class MessageDispatcher:
         found: Match, result: BatchResult,
     ) -> None:
         active = unit.active_by_key(definition.id, found.correlation_key) if found.correlation_key is not None else []
+        if not (found.matched or active or definition.trigger.holds):
+            return  # most telemetry: nothing to start, refresh or hold
         cause = f"{message.coordinate.topic}:{message.coordinate.partition}:{message.coordinate.offset}"
         if definition.trigger.holds and all(is_queued(i) for i in active):
             self._held(unit, definition, message, document, found, cause, result)
