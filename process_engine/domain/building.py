@@ -31,6 +31,7 @@ from process_engine.domain.jsonpaths import JsonPath, compile_jsonpath
 from process_engine.domain.name_checks import check_names, suggestion
 from process_engine.domain.templates import Encoder, Template, compile_config, compile_template
 from process_engine.domain.trigger_rules import check_keys, read_rules
+from process_engine.domain.windows import read_window
 
 BUILT_IN_TYPES = frozenset(
     {"start", "end", "decision", "service", "timer", "wait", "set", "parallel", "join", "compensate"}
@@ -165,7 +166,10 @@ def _build(builder: _Builder, document: Any) -> ProcessDefinition | None:
         content_hash=content_hash(document),
         source_file=builder.file,
         raw=dict(document),
+        windowed=any(v.window is not None for v in variables),
     )
+    if definition.windowed and not trigger.is_topic:
+        builder.fail(("trigger", "type"), "a variable with a 'window' needs a kafka/redpanda trigger: it aggregates messages per key")
     check_names(definition, builder.fail)  # on a sound graph only: no follow-on errors
     return None if builder.errors else definition
 
@@ -226,7 +230,8 @@ def _variables(builder: _Builder, raw: Any) -> tuple[Variable, ...]:
             builder.fail(path, f"variable '{name}' needs exactly one of 'source' or 'value'")
             continue
         source = builder.jsonpath(path + ("source",), item["source"]) if has_source else None
-        result.append(Variable(name=name, source=source, value=item.get("value"), line=builder.line_of(path)))
+        window = read_window(builder, item["window"], path + ("window",), has_source) if item.get("window") is not None else None
+        result.append(Variable(name=name, source=source, value=item.get("value"), line=builder.line_of(path), window=window))
     return tuple(result)
 
 

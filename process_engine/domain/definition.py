@@ -9,6 +9,7 @@ from typing import Any
 from process_engine.domain.expressions import Expression
 from process_engine.domain.jsonpaths import JsonPath
 from process_engine.domain.templates import Template
+from process_engine.domain.windows import Window
 
 TRIGGER_TYPES = ("redpanda", "kafka", "schedule", "api")
 INSTANCE_MODES = ("single", "restart", "queued", "parallel")
@@ -51,6 +52,7 @@ class Variable:
     source: JsonPath | None = None
     value: Any = None
     line: int | None = None
+    window: Window | None = None  # aggregate the source over the key's recent messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,7 @@ class ProcessDefinition:
     content_hash: str = ""
     source_file: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    windowed: bool = False  # a variable has a `window`: messages go through the window state
 
     def activity(self, activity_id: str) -> Activity:
         """The activity with this id; KeyError names it when missing."""

@@ -33,6 +33,8 @@ class TriggerState:
     cause: str | None = None
     counts: tuple[datetime, ...] = ()
     cooldown_until: datetime | None = None
+    # Windowed variables (engine/windows.py): variable name -> its bucketed state; None when none.
+    windows: dict[str, Any] | None = None
     version: int = 0
 
     @property
@@ -52,4 +54,4 @@ class TriggerState:
     def is_empty(self, now: datetime) -> bool:
         """Nothing left worth keeping: no hold, no counts, no cooldown still running."""
         cooling = self.cooldown_until is not None and self.cooldown_until > now
-        return not self.holding and not self.counts and not cooling
+        return not self.holding and not self.counts and not cooling and not self.windows

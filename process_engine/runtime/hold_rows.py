@@ -30,6 +30,7 @@ class HoldRow(NamedTuple):
     cause: str | None
     counts: str
     cooldown_until: datetime | None
+    windows: str | None
     expected_version: int
     new_version: int
 
@@ -77,6 +78,7 @@ def _row(write: HoldWrite, state: TriggerState, to_json_text: Any, require_aware
         cause=state.cause,
         counts=to_json_text([require_aware(t, "count time").isoformat() for t in state.counts], f"{what} counts"),
         cooldown_until=require_aware(state.cooldown_until, "cooldown_until"),
+        windows=None if not state.windows else to_json_text(state.windows, f"{what} windows"),
         expected_version=write.expected_version,
         new_version=write.expected_version + 1,
     )
@@ -97,5 +99,6 @@ def trigger_state(row: Mapping[str, Any]) -> TriggerState:
         cause=row["cause"],
         counts=tuple(datetime.fromisoformat(t) for t in row["counts"] or ()),
         cooldown_until=row["cooldown_until"],
+        windows=row.get("windows") or None,
         version=row["version"],
     )

@@ -114,6 +114,11 @@ class UnitHolds:
             self._put(state.key, state.without_hold())
             self.events.append(HoldEvent(definition.id, DROPPED, reason))
 
+    def keep_windows(self, state: TriggerState, windows: dict[str, Any] | None) -> None:
+        """The key's new window state (engine/windows.py), written with the commit."""
+        if windows != state.windows:
+            self._put(state.key, replace(state, windows=windows))
+
     def _record(self, before: TriggerState, outcome: Outcome) -> None:
         if outcome.state is not None and outcome.state != before:
             self._put(before.key, outcome.state)
@@ -157,7 +162,7 @@ class UnitHolds:
 
 
 def _has_rules(definition: ProcessDefinition | None) -> bool:
-    return definition is not None and definition.trigger.holds
+    return definition is not None and (definition.trigger.holds or definition.windowed)
 
 
 def _versioned(state: TriggerState, version: int) -> TriggerState:

@@ -29,6 +29,7 @@ from process_engine.runtime.message_decoding import MessageLimits, Refused, deco
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.runtime.retry import ConflictRetry
 from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
+from process_engine.runtime.windows import ledger_windowed, match_windowed
 
 log = logging.getLogger("process_engine.dispatcher")
 MAX_DEAD_LETTER_BYTES = 64 * 1024
@@ -306,7 +307,7 @@ class MessageDispatcher:
     ) -> None:
         for definition, key in pairs:
             try:
-                found = match_keyed(definition, document, key)
+                found = match_windowed(unit, definition, document, message, key) if definition.windowed else match_keyed(definition, document, key)
             except Exception as error:  # nothing is changed yet: dead-letter it on the spot
                 reason = str(error) if isinstance(error, ExpressionError) else error_text(error)
                 self._dead_letter(unit, message, f"trigger of {definition.id}: {reason}", result, definition.id)
@@ -315,6 +316,8 @@ class MessageDispatcher:
                 self._trigger(unit, definition, message, document, found, result)
             except Exception as error:  # the unit may be half-changed, so the batch is redone without it
                 raise PoisonedMessage(message, f"handling for {definition.id}: {error_text(error)}") from error
+            if definition.windowed:  # counted in the window: a redelivery must not count again
+                ledger_windowed(unit, message, definition.id)
 
     def _decode(self, unit: UnitOfWork, message: IncomingMessage, result: BatchResult) -> dict[str, Any] | None:
         document = decode_message(message.value, self.limits)

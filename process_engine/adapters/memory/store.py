@@ -403,7 +403,7 @@ def _history_record(row: HistoryRow) -> HistoryRecord:
 def _trigger_state(row: HoldRow) -> TriggerState:
     """A fresh TriggerState from a stored row (its JSON decoded, as PostgreSQL's jsonb would be)."""
     fields = row._asdict()
-    for name in ("variables", "document", "missing", "counts"):
+    for name in ("variables", "document", "missing", "counts", "windows"):
         fields[name] = json.loads(fields[name]) if fields[name] is not None else None
     fields["version"] = row.new_version
     return trigger_state(fields)

@@ -71,6 +71,7 @@ _HOLD_COLUMNS = (
     "cause",
     "counts",
     "cooldown_until",
+    "windows",
 )
 
 

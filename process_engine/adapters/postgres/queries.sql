@@ -294,18 +294,18 @@ RETURNING o.idempotency_key, o.instance_id::text AS instance_id, o.token_id,
 -- unique violation, which the commit turns into a conflict.
 INSERT INTO trigger_holds (
     definition_id, correlation_key, trigger_hash, definition_version, held_since, due_at,
-    variables, document, missing, cause, counts, cooldown_until, version
+    variables, document, missing, cause, counts, cooldown_until, windows, version
 )
 SELECT r.definition_id, r.correlation_key, r.trigger_hash, r.definition_version,
        r.held_since, r.due_at, r.variables::jsonb, r.document::jsonb, r.missing::jsonb,
-       r.cause, r.counts::jsonb, r.cooldown_until, r.version
+       r.cause, r.counts::jsonb, r.cooldown_until, r.windows::jsonb, r.version
 FROM unnest(
     %(definition_id)b::text[], %(correlation_key)b::text[], %(trigger_hash)b::text[],
     %(definition_version)b::int[], %(held_since)b::timestamptz[], %(due_at)b::timestamptz[],
     %(variables)b::text[], %(document)b::text[], %(missing)b::text[], %(cause)b::text[],
-    %(counts)b::text[], %(cooldown_until)b::timestamptz[], %(version)b::bigint[]
+    %(counts)b::text[], %(cooldown_until)b::timestamptz[], %(windows)b::text[], %(version)b::bigint[]
 ) AS r(definition_id, correlation_key, trigger_hash, definition_version, held_since, due_at,
-       variables, document, missing, cause, counts, cooldown_until, version)
+       variables, document, missing, cause, counts, cooldown_until, windows, version)
 
 -- name: update_trigger_states
 -- Optimistic concurrency as for instances: a row whose version moved on (a message
@@ -318,10 +318,10 @@ WITH r AS (
         %(version)b::bigint[], %(trigger_hash)b::text[], %(definition_version)b::int[],
         %(held_since)b::timestamptz[], %(due_at)b::timestamptz[], %(variables)b::text[],
         %(document)b::text[], %(missing)b::text[], %(cause)b::text[], %(counts)b::text[],
-        %(cooldown_until)b::timestamptz[]
+        %(cooldown_until)b::timestamptz[], %(windows)b::text[]
     ) AS r(definition_id, correlation_key, expected_version, version, trigger_hash,
            definition_version, held_since, due_at, variables, document, missing, cause,
-           counts, cooldown_until)
+           counts, cooldown_until, windows)
 ), updated AS (
     UPDATE trigger_holds AS h
     SET trigger_hash = r.trigger_hash,
@@ -334,6 +334,7 @@ WITH r AS (
         cause = r.cause,
         counts = r.counts::jsonb,
         cooldown_until = r.cooldown_until,
+        windows = r.windows::jsonb,
         claimed_until = NULL,
         version = r.version,
         updated_at = now()
@@ -373,7 +374,8 @@ LIMIT 1
 
 -- name: load_trigger_states
 SELECT h.definition_id, h.correlation_key, h.trigger_hash, h.definition_version, h.held_since,
-       h.due_at, h.variables, h.document, h.missing, h.cause, h.counts, h.cooldown_until, h.version
+       h.due_at, h.variables, h.document, h.missing, h.cause, h.counts, h.cooldown_until, h.windows,
+       h.version
 FROM trigger_holds AS h
 JOIN (
     SELECT DISTINCT * FROM unnest(%(definition_id)s::text[], %(correlation_key)s::text[])
@@ -397,7 +399,7 @@ FROM (
 WHERE h.definition_id = due.definition_id AND h.correlation_key = due.correlation_key
 RETURNING h.definition_id, h.correlation_key, h.trigger_hash, h.definition_version,
           h.held_since, h.due_at, h.variables, h.document, h.missing, h.cause, h.counts,
-          h.cooldown_until, h.version
+          h.cooldown_until, h.windows, h.version
 
 -- name: next_hold_due
 SELECT LEAST(
