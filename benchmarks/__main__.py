@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from benchmarks import phases, raw, report, telemetry
+from benchmarks import phases, raw, report, telemetry, windows
 from benchmarks.engine_control import EngineProcess
 from benchmarks.servers import Stack
 from benchmarks.workload import produce_backlog, write_definitions, write_holding
@@ -56,9 +56,9 @@ def step(name: str) -> None:
 def run(stack: Stack, sizes: phases.Sizes) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every phase in order; returns what each measured and the engine's samples."""
     suffix = uuid.uuid4().hex[:6]
-    topics = phases.Topics(f"bench-five-{suffix}", f"bench-seed-{suffix}", f"bench-wait-{suffix}", f"bench-hold-{suffix}")
+    topics = phases.Topics(f"bench-five-{suffix}", f"bench-seed-{suffix}", f"bench-wait-{suffix}", f"bench-hold-{suffix}", f"bench-window-{suffix}")
     screen_topic, refresh_topic = f"bench-screen-{suffix}", f"bench-refresh-{suffix}"
-    for topic in (topics.five, topics.seed, topics.wait, topics.hold, screen_topic, refresh_topic):
+    for topic in (topics.five, topics.seed, topics.wait, topics.hold, topics.window, screen_topic, refresh_topic):
         stack.topic(topic, 4)
     folder = stack.workdir / "processes"
     write_definitions(folder, topics.five, topics.seed, topics.wait)
@@ -114,6 +114,11 @@ def run(stack: Stack, sizes: phases.Sizes) -> tuple[dict[str, Any], dict[str, An
         step(f"S2 refresh ({sizes.refreshes:,} readings for {sizes.refresh_keys:,} waiting instances)")
         measured["S2"] = telemetry.refresh(stack.bootstrap, group, folder, refresh_topic, engine_url, sizes.refresh_keys,
                                            sizes.refreshes, sizes.batch_size)
+        step(f"T6 every message updates a window ({sizes.windowed:,} messages over 1,000 keys)")
+        produce_backlog(stack.bootstrap, topics.window, sizes.windowed)  # as T5: produced and read raw first
+        measured["T6 raw"] = raw.consume_rate(stack.bootstrap, topics.window, sizes.windowed, sizes.batch_size)
+        windows.write_windowed(folder, topics.window)
+        measured["T6"] = windows.window_rate(engine_url, sizes.windowed)
         samples = engine.stop()
     finally:
         engine.kill()

@@ -33,12 +33,13 @@ class Sizes:
     refresh_keys: int = 500  # S2 waiting instances
     refreshes: int = 50_000  # S2 readings for them
     reaction_seconds: float = 10.0  # S3, at each rate
+    windowed: int = 40_000  # T6, each updating the window of one of 1,000 keys
 
 
 QUICK = Sizes(
     backlog=10_000, copy_instances=10_000, naive_seconds=1.0, latency_seconds=4.0, seed=1_000,
     timers=10_000, timers_due=2_000, timer_window=3.0, waiting=10_000, holding=6_000,
-    screening=20_000, refresh_keys=100, refreshes=5_000, reaction_seconds=3.0,
+    screening=20_000, refresh_keys=100, refreshes=5_000, reaction_seconds=3.0, windowed=6_000,
 )
 
 
@@ -50,6 +51,7 @@ class Topics:
     seed: str
     wait: str
     hold: str = ""
+    window: str = ""
 
 
 def cpu_seconds(pid: int) -> float:

@@ -66,6 +66,9 @@ ROWS = (
     ("S3 200 p99", "S3 Kafka to MQTT p99 at 200 msg/s", "ms", "<= 25"),
     ("S3 off 20 p99", "   p99 at 20 msg/s, synchronous_commit off", "ms", "(context)"),
     ("S3 off 200 p99", "   p99 at 200 msg/s, synchronous_commit off", "ms", "(context)"),
+    ("T6", "T6 every message updates a window (5m avg)", "msg/s", ""),
+    ("T6 raw", "   raw Kafka consume of the same topic", "msg/s", ""),
+    ("T6 key", "T6 stored state per key, full 60 buckets", "bytes", "(bounded)"),
 )
 
 
@@ -127,6 +130,7 @@ def figures(measured: dict[str, Any], samples: dict[str, Any]) -> dict[str, floa
         "S2 rows": measured["S2"]["rows_per_refresh"], "S2 rows live": measured["S2"]["rows_per_refresh_live"],
         **{f"S3 {rate} p{p}": percentile(measured["S3 on"][rate], p / 100) for rate in ("20", "200") for p in (50, 99)},
         **{f"S3 off {rate} p99": percentile(measured["S3 off"][rate], 0.99) for rate in ("20", "200")},
+        "T6": measured["T6"]["rate"], "T6 raw": measured["T6 raw"], "T6 key": measured["T6"]["full_window_bytes_per_key"],
     }
 
 

@@ -35,3 +35,13 @@ def test_the_table_says_which_goals_are_met() -> None:
     assert lines["T1 / min(B1, B2)"].endswith("MISSED")
     assert lines["T2 trigger-to-completion p50"].endswith("met")
     assert lines["T2 trigger-to-completion p99"].endswith("MISSED")
+
+
+def test_the_t6_definition_loads_and_a_full_window_is_small() -> None:
+    from benchmarks.windows import WINDOWED, full_window_bytes
+    from process_engine.adapters.definitions.yaml_loader import load_text
+    from process_engine.app import definition_extensions
+
+    definition = load_text(WINDOWED.format(topic="t6"), "bench-window.yaml", definition_extensions())
+    assert definition.windowed and definition.id == "bench-window"
+    assert 1_000 < full_window_bytes() < 8_000  # 60 buckets of 9 numbers: bounded, whatever the rate
