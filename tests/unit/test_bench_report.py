@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.report import ROWS, batch_rate, cpu_ceiling, percentile, table
+from benchmarks.windows import WINDOWED, full_window_bytes
+from process_engine.adapters.definitions.yaml_loader import load_text
+from process_engine.app import definition_extensions
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -38,9 +41,6 @@ def test_the_table_says_which_goals_are_met() -> None:
 
 
 def test_the_t6_definition_loads_and_a_full_window_is_small() -> None:
-    from benchmarks.windows import WINDOWED, full_window_bytes
-    from process_engine.adapters.definitions.yaml_loader import load_text
-    from process_engine.app import definition_extensions
 
     definition = load_text(WINDOWED.format(topic="t6"), "bench-window.yaml", definition_extensions())
     assert definition.windowed and definition.id == "bench-window"

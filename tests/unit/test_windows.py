@@ -13,6 +13,7 @@ import pytest
 from process_engine.adapters.memory.store import MemoryInstanceStore
 from process_engine.domain.windows import BUCKETS, Window
 from process_engine.engine.windows import add, aggregate, live
+from process_engine.flowtest import commands
 from process_engine.ports import IncomingMessage, InstanceQuery, MessageCoordinate
 from process_engine.runtime.dispatcher import Dispatcher
 from process_engine.runtime.registry import DefinitionRegistry
@@ -166,3 +167,34 @@ def test_a_bad_window_is_rejected_with_a_reason(window: str, error: str) -> None
 def test_a_window_needs_a_source_variable() -> None:
     text = WINDOWED.replace("{name: avg_temp, source: fields.temp,", "{name: avg_temp, value: 1,").replace("AGG", "avg")
     assert any("'window' needs a 'source' variable" in reason for _, reason in errors_of(text))
+
+
+FLOW_TEST = """
+definition: warm
+tests:
+  - name: the average of the last 5 minutes starts and refreshes the instance
+    messages:
+      - {at: 0s, value: {tags: {id: a}, fields: {temp: 20}}}
+      - {at: 1m, value: {tags: {id: a}, fields: {temp: 32}}}
+      - {at: 2m, value: {tags: {id: a}, fields: {temp: 29}}}
+      - {at: 9m, value: {tags: {id: a}, fields: {temp: 26}}}
+    run_for: 1m
+    expect:
+      instances: 1
+      variables: {avg_temp: 26, temp: 26}
+  - name: an average that never climbs over 25 starts nothing
+    messages:
+      - {at: 0s, value: {tags: {id: b}, fields: {temp: 20}}}
+      - {at: 1m, value: {tags: {id: b}, fields: {temp: 29}}}
+    expect:
+      instances: 0
+"""
+
+
+def test_a_flow_test_sees_the_windowed_values_at_its_simulated_times(tmp_path, capsys) -> None:
+    (tmp_path / "warm.yaml").write_text(WINDOWED.replace("AGG", "avg"), encoding="utf-8")
+    (tmp_path / "warm.test.yaml").write_text(FLOW_TEST, encoding="utf-8")
+    code = commands.test_command([str(tmp_path / "warm.test.yaml")], None, None)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count("PASS ") == 2, out
