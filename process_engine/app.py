@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +23,7 @@ from process_engine.adapters.kafka.lag import ConsumerLagSampler
 from process_engine.adapters.kafka.producer import KafkaPublisher, kafka_config
 from process_engine.adapters.mqtt.publisher import MqttPublisher, MqttSettings
 from process_engine.adapters.observability.metrics import EngineMetrics
+from process_engine.adapters.observability.tracing import tracing_from_environment
 from process_engine.adapters.postgres.migrations import migrate
 from process_engine.adapters.postgres.store import PostgresInstanceStore
 from process_engine.adapters.postgres.timescale import configure_history
@@ -35,6 +37,7 @@ from process_engine.runtime.dispatcher import BatchResult, Dispatcher, PreparedB
 from process_engine.runtime.event_ids import new_event_id
 from process_engine.runtime.message_decoding import MessageLimits
 from process_engine.runtime.registry import DefinitionRegistry
+from process_engine.runtime.tracing import Tracing
 from process_engine.settings import DEFAULT_NOTIFY_TARGET, Settings
 
 log = logging.getLogger("process_engine")
@@ -143,6 +146,7 @@ class Engine:
     step_listeners: list[Callable[[list[Step]], None]] = field(default_factory=list)
     hold_listeners: list[Callable[[list[Any]], None]] = field(default_factory=list)  # engine.holds.HoldEvent lists
     http_port: int | None = None  # the bound port, once service.py serves HTTP
+    tracing: Tracing | None = None  # None: from the OTEL_* environment (off when none is set)
 
     def build(self) -> None:
         """Connect, migrate and wire every part; nothing runs yet."""
@@ -163,6 +167,8 @@ class Engine:
         self.actions.load_entry_points()
         self.extensions = definition_extensions(self.actions)
         self.registry = DefinitionRegistry(self.store, self.extensions)
+        if self.tracing is None:
+            self.tracing = tracing_from_environment(os.environ)
         inline = {name: inline_runner(self.actions, name, self.metrics.action_done) for name in INLINE_ACTIONS}
         # Time-ordered instance ids: new rows land at the right edge of the primary key's index.
         self.dispatcher = TimedDispatcher(
@@ -170,10 +176,12 @@ class Engine:
             on_steps=self._steps_committed, on_batch=self.metrics.batch_done,
             limits=MessageLimits(max_bytes=settings.max_message_bytes), on_holds=self._holds_committed,
             refresh_interval=settings.history_refresh_interval,
+            trace_of=self.tracing.instance_trace if self.tracing.enabled else None,
         )
         self.folder = DefinitionFolder(settings.definitions_path, self.registry, self.extensions)
         self.timers = TimerService(self.store, self.dispatcher, clock=self.clock, on_fired=self.metrics.timers_fired)
-        self.outbox = OutboxWorker(self.store, self.dispatcher, self.actions, clock=self.clock, on_outcome=self.metrics.action_done)
+        self.outbox = OutboxWorker(self.store, self.dispatcher, self.actions, clock=self.clock, on_outcome=self.metrics.action_done,
+                                   tracing=self.tracing)
         consumer_settings = ConsumerSettings(settings.kafka_brokers, settings.group_id, settings.batch_size, security=security)
         self.consumer = TriggerConsumer(consumer_settings, self.dispatcher, self.registry)
         self.admin = AdminClient({"bootstrap.servers": settings.kafka_brokers, **security}, logger=logging.getLogger("process_engine.librdkafka"))
@@ -190,6 +198,8 @@ class Engine:
         self.timers.notice(steps)
         self.outbox.notice(steps)
         self.metrics.steps_committed(steps)
+        if self.tracing is not None and self.tracing.enabled:
+            self.tracing.steps_committed(steps)
         for listener in self.step_listeners:
             listener(steps)
 
@@ -291,3 +301,6 @@ class Engine:
             self.mqtt.close()
         self.kafka.close()
         self.store.close()
+        shutdown = getattr(self.tracing, "shutdown", None)
+        if shutdown is not None:  # export the spans still buffered
+            shutdown()

@@ -32,6 +32,8 @@ class IncomingMessage(NamedTuple):
     value: bytes | None
     key: bytes | None = None
     timestamp_ms: int | None = None
+    traceparent: str | None = None  # W3C trace context from the message's headers, when it has them
+    tracestate: str | None = None
 
 
 class Step(NamedTuple):
@@ -99,6 +101,7 @@ class HistoryRecord:
     message: str | None
     correlation_id: str | None = None
     causation_id: str | None = None
+    trace_id: str | None = None  # of the instance's trace: look it up in Jaeger
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,7 @@ class DueTimer:
     activity_id: str
     due_at: datetime
     kind: str
+    trace_context: str | None = None  # the instance's W3C traceparent when it was scheduled
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,7 @@ class PendingAction:
     attempt: int
     created_at: datetime
     definition_id: str | None = None  # of its instance, for the action's context and logs
+    trace_context: str | None = None  # the instance's W3C traceparent: the attempt's span parent
 
 
 @dataclass(frozen=True, slots=True)

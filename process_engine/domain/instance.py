@@ -98,6 +98,9 @@ class InstanceState:
     recorded: dict[str, int] = field(default_factory=dict)
     version: int = 0  # optimistic-concurrency version, owned by the store
     state_version: int = STATE_VERSION
+    # The W3C traceparent the instance's spans belong to (its trigger message's, or a
+    # fresh trace's): kept so a timer or an action outcome hours later joins that trace.
+    trace: str | None = None
 
     @property
     def current_activity(self) -> str | None:
@@ -132,6 +135,7 @@ class InstanceState:
             **({"compensations": list(self.compensations)} if self.compensations else {}),
             **({"compensating": self.compensating} if self.compensating is not None else {}),
             **({"recorded": dict(self.recorded)} if self.recorded else {}),
+            **({"trace": self.trace} if self.trace is not None else {}),
         }
 
     @classmethod
@@ -169,6 +173,7 @@ class InstanceState:
             compensating=state.get("compensating"),
             recorded=dict(state.get("recorded", {})),
             version=int(version),
+            trace=state.get("trace"),
         )
 
 

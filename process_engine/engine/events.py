@@ -15,6 +15,7 @@ class Start:
     trigger: dict[str, Any] | None = None
     correlation_key: str | None = None
     missing: tuple[str, ...] = ()  # variables whose source matched nothing
+    trace: str | None = None  # the W3C traceparent the instance's spans belong to
 
 
 @dataclass(frozen=True, slots=True)

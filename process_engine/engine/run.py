@@ -143,7 +143,7 @@ class Run:
             instance.id, instance.definition_id, instance.definition_version, self.status, self.variables,
             tuple(self.tokens.values()), instance.correlation_key, instance.started_at, self.completed_at,
             self.error, self.next_token, self.visits, tuple(self.parked), tuple(self.compensations), self.compensating, self.recorded,
-            instance.version, instance.state_version,
+            instance.version, instance.state_version, instance.trace,
         )
 
 

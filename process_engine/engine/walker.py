@@ -76,7 +76,7 @@ def new_instance(definition: ProcessDefinition, event: Start, now: datetime) -> 
     variables.update(event.variables)
     return state_of(
         event.instance_id, definition.id, definition.version, "running", variables, (), event.correlation_key,
-        now, None, None, 1, {}, (), (), None, {}, 0, STATE_VERSION,
+        now, None, None, 1, {}, (), (), None, {}, 0, STATE_VERSION, event.trace,
     )
 
 

@@ -70,6 +70,7 @@ class TimerRow(NamedTuple):
     activity_id: str
     kind: str
     due_at: datetime
+    trace_context: str | None = None
 
 
 class ActionRow(NamedTuple):
@@ -82,6 +83,7 @@ class ActionRow(NamedTuple):
     action: str
     config: str
     attempt: int
+    trace_context: str | None = None
 
 
 class HistoryRow(NamedTuple):
@@ -101,6 +103,7 @@ class HistoryRow(NamedTuple):
     message: str | None
     correlation_id: str | None
     causation_id: str | None
+    trace_id: str | None
 
 
 class LedgerRow(NamedTuple):
@@ -242,6 +245,8 @@ class _Planner:
         # History rows are most of a batch's rows: made here, without a call per row.
         history, new_id, times = self.plan.history, self._new_id, self._times
         correlation_id, causation_id = step.correlation_id, step.causation_id
+        trace = step.instance.trace
+        trace_id = trace[3:35] if trace is not None else None  # traceparent: version-traceid-spanid-flags
         for command in step.commands:
             if type(command) is not RecordHistory:
                 self._add_command(instance_id, step, command)
@@ -258,7 +263,7 @@ class _Planner:
             history.append(
                 HistoryRow(
                     new_id(), instance_id, command.activity_id, command.event_type, text, data,
-                    command.message, correlation_id, causation_id,
+                    command.message, correlation_id, causation_id, trace_id,
                 )
             )
 
@@ -323,17 +328,17 @@ class _Planner:
         """Plan the rows one command asks for."""
         match command:
             case ScheduleTimer():
-                self._schedule_timer(instance_id, command)
+                self._schedule_timer(instance_id, command, step.instance.trace)
             case CancelTimer():
                 self._cancel_timer(command.timer_id)
             case RunAction():
-                self._run_action(instance_id, command)
+                self._run_action(instance_id, command, step.instance.trace)
             case InstanceCompleted() | InstanceFailed():
                 pass  # status and completed_at travel in the instance row
             case _:
                 raise StoreError(f"the store cannot perform command {command!r}")
 
-    def _schedule_timer(self, instance_id: str, command: ScheduleTimer) -> None:
+    def _schedule_timer(self, instance_id: str, command: ScheduleTimer, trace: str | None) -> None:
         """A new timer row; the same id twice in one batch is a conflict."""
         if self._timer_fate.get(command.timer_id) == _INSERTED:
             raise ConcurrencyConflict(f"timer {command.timer_id} scheduled twice in one batch")
@@ -345,6 +350,7 @@ class _Planner:
             activity_id=command.activity_id,
             kind=command.kind,
             due_at=require_aware(command.due_at, "timer due_at"),
+            trace_context=trace,
         )
 
     def _cancel_timer(self, timer_id: str) -> None:
@@ -367,7 +373,7 @@ class _Planner:
             self.plan.consumed_timers.append(timer_id)
         self._timer_fate[timer_id] = _DELETED
 
-    def _run_action(self, instance_id: str, command: RunAction) -> None:
+    def _run_action(self, instance_id: str, command: RunAction, trace: str | None) -> None:
         """An outbox row; an idempotency key already queued is left as it is."""
         key = command.idempotency_key
         if self._action_fate.get(key) == _INSERTED:
@@ -381,6 +387,7 @@ class _Planner:
             action=command.action,
             config=to_json_text(command.config, lambda: f"config of action {key}"),
             attempt=command.attempt,
+            trace_context=trace,
         )
 
     def _consume_action(self, key: str) -> None:

@@ -95,6 +95,7 @@ class MessageDispatcher:
         limits: MessageLimits = MessageLimits(),
         refresh_interval: float = 0.0,
         on_holds: Callable[[list[HoldEvent]], None] | None = None,
+        trace_of: Callable[[IncomingMessage], str | None] | None = None,
     ):
         self.store = store
         self.registry = registry
@@ -106,6 +107,7 @@ class MessageDispatcher:
         self.limits = limits
         self.refresh_interval = refresh_interval  # HISTORY_REFRESH_INTERVAL, seconds (0: every change)
         self.on_holds = on_holds  # told what the trigger hold rules did, once committed
+        self.trace_of = trace_of  # the traceparent of an instance a message starts (Tracing.instance_trace)
 
     # -- the unit-of-work loop ------------------------------------------------
     def _run(self, work: Callable[[UnitOfWork], Any]) -> tuple[Any, list[Step]]:
@@ -355,7 +357,8 @@ class MessageDispatcher:
         if not (decided.start or decided.queue):
             return
         instance_id = self.new_id()
-        start = Start(instance_id, found.variables, document, found.correlation_key, found.missing)
+        trace = message.traceparent if self.trace_of is None else self.trace_of(message)
+        start = Start(instance_id, found.variables, document, found.correlation_key, found.missing, trace)
         if decided.queue:
             self._queue(unit, definition, start, cause)
         else:
@@ -403,5 +406,5 @@ class MessageDispatcher:
             waiting = [i for i in active if is_queued(i)]
             if waiting and len(waiting) == len(active):
                 head = min(waiting, key=lambda i: (i.started_at, i.id))
-                start = Start(head.id, head.variables, None, head.correlation_key)
+                start = Start(head.id, head.variables, None, head.correlation_key, trace=head.trace)
                 unit.apply(definition, head, start, f"queue:{instance.id}")

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from process_engine.adapters.observability.tracing import tracing_from_environment
 from process_engine.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # `${NAME:-default}` and `${NAME}` as compose interpolates them from an empty environment.
 INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 PREFIXED = ("KAFKA_SECURITY_", "KAFKA_SASL_", "KAFKA_SSL_", "NOTIFY_CHANNEL_")
+OTEL = "OTEL_"  # read by the tracing adapter and the OpenTelemetry SDK, not by Settings
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,8 @@ class RecordingEnviron(Mapping[str, str]):
 
 def test_compose_has_the_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redpanda", "timescaledb", "mosquitto", "engine", "prometheus", "grafana"}
+    assert set(services) == {"redpanda", "timescaledb", "mosquitto", "engine", "prometheus", "grafana", "jaeger"}
+    assert services["jaeger"]["profiles"] == ["tracing"]  # optional: only with --profile tracing
     assert services["redpanda"]["image"].startswith("docker.redpanda.com/redpandadata/redpanda:")
     assert services["timescaledb"]["image"] == "timescale/timescaledb:latest-pg16"
     assert services["mosquitto"]["image"] == "eclipse-mosquitto:2"
@@ -76,6 +79,9 @@ def test_engine_environment_is_what_the_settings_read(compose: dict[str, Any]) -
     recording = RecordingEnviron(environment)
     settings = Settings.from_environ(recording)
     unread = {name for name in environment if name not in recording.read and not name.startswith(PREFIXED)}
+    tracing = RecordingEnviron(environment)
+    assert not tracing_from_environment(tracing).enabled  # off: the endpoint is empty by default
+    unread -= {name for name in tracing.read | {"OTEL_SERVICE_NAME"} if name.startswith(OTEL)}
     assert not unread, f"the engine never reads {unread}"
     assert settings.kafka_brokers == "redpanda:9092" and settings.mqtt_url == "mqtt://mosquitto:1883"
     assert settings.database_url == "postgresql://process_engine:process_engine@timescaledb:5432/processes"

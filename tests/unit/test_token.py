@@ -20,17 +20,17 @@ def test_freeze_knows_every_instance_field() -> None:
     assert [f.name for f in fields(InstanceState)] == [
         "id", "definition_id", "definition_version", "status", "variables", "tokens", "correlation_key",
         "started_at", "completed_at", "error", "next_token", "visits", "parked", "compensations", "compensating",
-        "recorded", "version", "state_version",
+        "recorded", "version", "state_version", "trace",
     ]
 
 
 def test_state_of_equals_the_dataclass_and_stays_frozen() -> None:
-    values = ("i", "d", 2, "running", {"a": 1}, (Token("t1", "a"),), "k", None, None, None, 2, {"a": 1}, (), (), None, {}, 3, 1)
+    values = ("i", "d", 2, "running", {"a": 1}, (Token("t1", "a"),), "k", None, None, None, 2, {"a": 1}, (), (), None, {}, 3, 1, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     built = state_of(*values)
     assert built == InstanceState(*values)
     with pytest.raises(FrozenInstanceError):
         built.status = "failed"  # type: ignore[misc]
-    with pytest.raises(TypeError, match="18 values"):
+    with pytest.raises(TypeError, match="19 values"):
         state_of(*values[:-1])
 
 

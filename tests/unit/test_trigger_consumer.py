@@ -40,6 +40,9 @@ class FakeMessage:
     def timestamp(self) -> tuple[int, int]:
         return (0, 0)
 
+    def headers(self) -> None:  # confluent-kafka gives None for a message without headers
+        return None
+
     def error(self) -> None:
         return None
 

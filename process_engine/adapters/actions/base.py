@@ -22,9 +22,10 @@ class ActionContext:
     activity_id: str
     attempt: int
     definition_id: str | None = None
+    traceparent: str | None = None  # W3C trace context the action passes on beside its idempotency key
 
     @classmethod
-    def from_pending(cls, pending: PendingAction, definition_id: str | None = None) -> ActionContext:
+    def from_pending(cls, pending: PendingAction, definition_id: str | None = None, traceparent: str | None = None) -> ActionContext:
         """The context of an outbox row."""
         return cls(
             idempotency_key=pending.idempotency_key,
@@ -32,6 +33,7 @@ class ActionContext:
             activity_id=pending.activity_id,
             attempt=pending.attempt,
             definition_id=definition_id,
+            traceparent=traceparent,
         )
 
 
@@ -57,6 +59,7 @@ class MqttSink(Protocol):
         retain: bool = False,
         idempotency_key: str | None = None,
         timeout: float = 10.0,
+        traceparent: str | None = None,
     ) -> None:
         """Publish and wait for the acknowledgement."""
 
@@ -73,6 +76,7 @@ class KafkaSink(Protocol):
         payload: Any,
         headers: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        traceparent: str | None = None,
     ) -> Any:
         """Produce and wait for the delivery report."""
 

@@ -53,6 +53,7 @@ class HttpCaller:
         headers: Mapping[str, Any] | None = None,
         timeout: float = 10.0,
         idempotency_key: str | None = None,
+        traceparent: str | None = None,
         label: str | None = None,
     ) -> dict[str, Any]:
         """Send one request; return `{"status", "body"}`. Errors name `label` (default: method and URL).
@@ -61,7 +62,7 @@ class HttpCaller:
             ActionError: retriable for 5xx/408/429, connection errors and timeouts
                 (and an open breaker), not retriable for other 4xx and bad input.
         """
-        request = self._build(method, url, body, headers, timeout, idempotency_key)
+        request = self._build(method, url, body, headers, timeout, idempotency_key, traceparent)
         origin = f"{request.url.scheme}://{request.url.host}:{request.url.port or _default_port(request.url.scheme)}"
         return guarded(self.breakers, origin, lambda: self._send(request, label))
 
@@ -69,10 +70,12 @@ class HttpCaller:
         """Close the connection pool."""
         self._client.close()
 
-    def _build(self, method, url, body, headers, timeout, idempotency_key) -> httpx.Request:
+    def _build(self, method, url, body, headers, timeout, idempotency_key, traceparent=None) -> httpx.Request:
         all_headers = {str(name): str(value) for name, value in (headers or {}).items()}
         if idempotency_key is not None:
             all_headers.setdefault("Idempotency-Key", idempotency_key)
+        if traceparent is not None:
+            all_headers.setdefault("traceparent", traceparent)
         content: dict[str, Any] = {}
         if isinstance(body, str | bytes):
             content["content"] = body
@@ -165,6 +168,7 @@ class HttpAction:
             headers=config.get("headers"),
             timeout=_timeout(config.get("timeout", 10.0)),
             idempotency_key=context.idempotency_key,
+            traceparent=context.traceparent,
         )
 
     def close(self) -> None:

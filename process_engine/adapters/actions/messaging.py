@@ -78,7 +78,8 @@ class MqttPublishAction:
             self.breakers,
             publisher.target,
             lambda: publisher.publish(
-                topic, config.get("payload"), qos, retain, context.idempotency_key, self.timeout
+                topic, config.get("payload"), qos, retain, context.idempotency_key, self.timeout,
+                traceparent=context.traceparent,
             ),
         )
         return {"topic": topic, "qos": qos}
@@ -112,7 +113,7 @@ class KafkaPublishAction:
             publisher.target,
             lambda: publisher.publish(
                 topic, config.get("key"), config.get("payload"), config.get("headers"),
-                idempotency_key=context.idempotency_key,
+                idempotency_key=context.idempotency_key, traceparent=context.traceparent,
             ),
         )
         partition = getattr(delivery, "partition", None)

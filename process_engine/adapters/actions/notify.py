@@ -160,19 +160,19 @@ class NotifyAction:
         return target
 
     def _deliver(self, target: ChannelTarget, document: dict[str, Any], context: ActionContext) -> None:
-        key = context.idempotency_key
+        key, trace = context.idempotency_key, context.traceparent
         if target.kind == "webhook":
             # Webhook URLs often carry a secret (Slack, Teams): errors name the channel instead.
             label = f"notify channel {document['channel']!r} webhook"
-            self.http.request("POST", target.destination, body=document, idempotency_key=key, label=label)
+            self.http.request("POST", target.destination, body=document, idempotency_key=key, traceparent=trace, label=label)
         elif target.kind == "mqtt":
             mqtt = self.mqtt
-            guarded(self.breakers, mqtt.target, lambda: mqtt.publish(target.destination, document, 1, False, key))
+            guarded(self.breakers, mqtt.target, lambda: mqtt.publish(target.destination, document, 1, False, key, traceparent=trace))
         else:
             kafka = self.kafka
             guarded(
                 self.breakers, kafka.target,
-                lambda: kafka.publish(target.destination, context.instance_id, document, None, idempotency_key=key),
+                lambda: kafka.publish(target.destination, context.instance_id, document, None, idempotency_key=key, traceparent=trace),
             )
 
     def _transport_problem(self, name: str, target: ChannelTarget) -> str | None:

@@ -22,6 +22,7 @@ from process_engine.domain.errors import ActionError, ProcessEngineError
 from process_engine.engine import ActionFailed, ActionSucceeded, RunAction
 from process_engine.ports import InstanceStore, PendingAction, Step
 from process_engine.runtime.dispatcher import Dispatcher, utc_now
+from process_engine.runtime.tracing import NoTracing, Tracing
 
 log = logging.getLogger("process_engine.outbox")
 
@@ -51,6 +52,7 @@ class OutboxWorker:
         lease_seconds: float = 60.0,
         idle_seconds: float = 0.5,
         on_outcome: Callable[[PendingAction, bool], None] | None = None,
+        tracing: Tracing | None = None,
     ):
         self.store = store
         self.dispatcher = dispatcher
@@ -60,6 +62,7 @@ class OutboxWorker:
         self.lease_seconds = lease_seconds
         self.idle_seconds = idle_seconds
         self.on_outcome = on_outcome
+        self.tracing: Tracing = tracing if tracing is not None else NoTracing()
         self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="action")
         self._wake = threading.Event()
@@ -123,8 +126,15 @@ class OutboxWorker:
             self._wake.set()  # a worker is idle: look for more
 
     def _deliver(self, action: PendingAction) -> None:
+        with self.tracing.action_attempt(action) as attempt:
+            outcome = self._attempt(action, attempt.traceparent)
+            if isinstance(outcome, ActionFailed):
+                attempt.failed(outcome.error)
+        self._outcomes.put(Finished(action, outcome))
+
+    def _attempt(self, action: PendingAction, traceparent: str | None) -> ActionSucceeded | ActionFailed:
         definition_id = action.definition_id
-        context = ActionContext.from_pending(action, definition_id)
+        context = ActionContext.from_pending(action, definition_id, traceparent)
         try:
             result = self.actions.run(action.action, action.config, context)
             outcome: ActionSucceeded | ActionFailed = ActionSucceeded(action.token_id, action.attempt, _jsonable(result))
@@ -143,7 +153,7 @@ class OutboxWorker:
                 extra={"instance_id": action.instance_id, "definition_id": definition_id, "activity_id": action.activity_id,
                        "idempotency_key": action.idempotency_key, "action": action.action},
             )
-        self._outcomes.put(Finished(action, outcome))
+        return outcome
 
     def record_outcomes(self) -> int:
         """Commit every outcome waiting, in one transaction; returns how many."""

@@ -89,7 +89,22 @@ def to_incoming(message: Message) -> IncomingMessage:
     """A confluent-kafka message as the dispatcher sees it."""
     _, timestamp = message.timestamp()
     coordinate = MessageCoordinate(message.topic(), message.partition(), message.offset())
+    headers = message.headers()  # None when the message has none: the common case costs one call
+    if headers:
+        return IncomingMessage(coordinate, message.value(), message.key(), timestamp if timestamp > 0 else None, *trace_headers(headers))
     return IncomingMessage(coordinate, message.value(), message.key(), timestamp if timestamp > 0 else None)
+
+
+def trace_headers(headers: list[tuple[str, bytes | None]]) -> tuple[str | None, str | None]:
+    """The W3C `traceparent` and `tracestate` among a message's headers (None where absent)."""
+    parent = state = None
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "traceparent" and value:
+            parent = value.decode("ascii", "replace").strip()
+        elif lowered == "tracestate" and value:
+            state = value.decode("ascii", "replace").strip()
+    return parent, state
 
 
 class TriggerConsumer:

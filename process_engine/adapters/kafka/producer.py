@@ -124,6 +124,7 @@ class KafkaPublisher:
         headers: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
         idempotency_key: str | None = None,
         timeout: float | None = None,
+        traceparent: str | None = None,
     ) -> Delivery:
         """Produce a message and wait for its delivery report.
 
@@ -143,7 +144,7 @@ class KafkaPublisher:
                 topic,
                 value=encode_value(payload),
                 key=_encode_key(key),
-                headers=_headers(headers, idempotency_key),
+                headers=_headers(headers, idempotency_key, traceparent),
                 on_delivery=waiter.on_delivery,
             )
         except BufferError:
@@ -209,10 +210,13 @@ def _encode_key(key: Any) -> bytes | None:
 
 
 def _headers(
-    headers: Mapping[str, Any] | Sequence[tuple[str, Any]] | None, idempotency_key: str | None
+    headers: Mapping[str, Any] | Sequence[tuple[str, Any]] | None, idempotency_key: str | None,
+    traceparent: str | None = None,
 ) -> list[tuple[str, bytes]]:
     pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
     encoded = [(str(name), _encode_key(value)) for name, value in pairs]
     if idempotency_key is not None:
         encoded.append((IDEMPOTENCY_HEADER, idempotency_key.encode("utf-8")))
+    if traceparent is not None and not any(name.lower() == "traceparent" for name, _ in encoded):
+        encoded.append(("traceparent", traceparent.encode("ascii")))
     return encoded

@@ -397,6 +397,7 @@ def _history_record(row: HistoryRow) -> HistoryRecord:
         message=row.message,
         correlation_id=row.correlation_id,
         causation_id=row.causation_id,
+        trace_id=row.trace_id,
     )
 
 
@@ -411,7 +412,7 @@ def _trigger_state(row: HoldRow) -> TriggerState:
 
 def _due_timer(row: TimerRow) -> DueTimer:
     """A claimed timer as the port's dataclass."""
-    return DueTimer(row.id, row.instance_id, row.token_id, row.activity_id, row.due_at, row.kind)
+    return DueTimer(row.id, row.instance_id, row.token_id, row.activity_id, row.due_at, row.kind, row.trace_context)
 
 
 def _pending_action(leased: _Leased, instance: InstanceRow | None) -> PendingAction:
@@ -427,6 +428,7 @@ def _pending_action(leased: _Leased, instance: InstanceRow | None) -> PendingAct
         attempt=row.attempt,
         created_at=leased.created_at,
         definition_id=instance.definition_id if instance is not None else None,
+        trace_context=row.trace_context,
     )
 
 

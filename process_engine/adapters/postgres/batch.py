@@ -36,7 +36,7 @@ _INSTANCE_COLUMNS = (
     "started_at",
     "completed_at",
 )
-_TIMER_COLUMNS = ("id", "instance_id", "token_id", "activity_id", "kind", "due_at")
+_TIMER_COLUMNS = ("id", "instance_id", "token_id", "activity_id", "kind", "due_at", "trace_context")
 _HISTORY_COLUMNS = (
     "id",
     "instance_id",
@@ -47,6 +47,7 @@ _HISTORY_COLUMNS = (
     "message",
     "correlation_id",
     "causation_id",
+    "trace_id",
 )
 _ACTION_COLUMNS = (
     "idempotency_key",
@@ -56,6 +57,7 @@ _ACTION_COLUMNS = (
     "action",
     "config",
     "attempt",
+    "trace_context",
 )
 _LEDGER_COLUMNS = ("topic", "partition", "offset", "definition_id", "instance_id")
 _HOLD_KEY = ("definition_id", "correlation_key")

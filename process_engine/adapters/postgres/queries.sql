@@ -95,31 +95,35 @@ WHERE wanted.key NOT IN (SELECT idempotency_key FROM gone)
 LIMIT 1
 
 -- name: insert_timers
-INSERT INTO process_timers (id, instance_id, token_id, activity_id, kind, due_at)
+INSERT INTO process_timers (id, instance_id, token_id, activity_id, kind, due_at, trace_context)
 SELECT *
 FROM unnest(
     %(id)b::text[], %(instance_id)b::uuid[], %(token_id)b::text[],
-    %(activity_id)b::text[], %(kind)b::text[], %(due_at)b::timestamptz[]
+    %(activity_id)b::text[], %(kind)b::text[], %(due_at)b::timestamptz[],
+    %(trace_context)b::text[]
 )
 
 -- name: copy_history
 -- Text COPY: the rows are formatted in C, and `data` is already JSON text.
 COPY process_history (
     id, instance_id, activity_id, event_type, timestamp, data, message,
-    correlation_id, causation_id
+    correlation_id, causation_id, trace_id
 ) FROM STDIN
 
 -- name: insert_actions
 -- An idempotency key already queued stays as it is: the action runs once per key.
 INSERT INTO process_outbox (
-    idempotency_key, instance_id, token_id, activity_id, action, config, attempt
+    idempotency_key, instance_id, token_id, activity_id, action, config, attempt,
+    trace_context
 )
 SELECT r.idempotency_key, r.instance_id, r.token_id, r.activity_id, r.action,
-       r.config::jsonb, r.attempt
+       r.config::jsonb, r.attempt, r.trace_context
 FROM unnest(
     %(idempotency_key)b::text[], %(instance_id)b::uuid[], %(token_id)b::text[],
-    %(activity_id)b::text[], %(action)b::text[], %(config)b::text[], %(attempt)b::int[]
-) AS r(idempotency_key, instance_id, token_id, activity_id, action, config, attempt)
+    %(activity_id)b::text[], %(action)b::text[], %(config)b::text[], %(attempt)b::int[],
+    %(trace_context)b::text[]
+) AS r(idempotency_key, instance_id, token_id, activity_id, action, config, attempt,
+       trace_context)
 ON CONFLICT (idempotency_key) DO NOTHING
 
 -- name: copy_ledger
@@ -181,7 +185,7 @@ LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: history
 SELECT id::text AS event_id, instance_id::text AS instance_id, activity_id, event_type,
-       timestamp, data, message, correlation_id, causation_id
+       timestamp, data, message, correlation_id, causation_id, trace_id
 FROM process_history
 WHERE instance_id = %(instance_id)s
 ORDER BY timestamp, id
@@ -217,7 +221,8 @@ WHERE h.timestamp >= %(since)s AND h.activity_id IS NOT NULL
 GROUP BY i.definition_id, h.activity_id
 
 -- name: pending_timers
-SELECT id AS timer_id, instance_id::text AS instance_id, token_id, activity_id, due_at, kind
+SELECT id AS timer_id, instance_id::text AS instance_id, token_id, activity_id, due_at, kind,
+       trace_context
 FROM process_timers
 WHERE instance_id = %(instance_id)s
 ORDER BY due_at, id
@@ -264,7 +269,7 @@ WHERE t.id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING t.id AS timer_id, t.instance_id::text AS instance_id, t.token_id,
-          t.activity_id, t.due_at, t.kind
+          t.activity_id, t.due_at, t.kind, t.trace_context
 
 -- name: next_timer_due
 -- A claimed timer is claimable again when its lease runs out.
@@ -287,7 +292,8 @@ WHERE o.idempotency_key IN (
 )
 RETURNING o.idempotency_key, o.instance_id::text AS instance_id, o.token_id,
           o.activity_id, o.action, o.config, o.attempt, o.created_at,
-          (SELECT i.definition_id FROM process_instances AS i WHERE i.id = o.instance_id) AS definition_id
+          (SELECT i.definition_id FROM process_instances AS i WHERE i.id = o.instance_id) AS definition_id,
+          o.trace_context
 
 -- name: insert_trigger_states
 -- A key's first trigger state; one already there (another writer was first) is a
