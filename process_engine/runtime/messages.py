@@ -379,7 +379,8 @@ class MessageDispatcher:
             return
         start = outcome.start
         instance_id = self.new_id()
-        state = unit.apply(definition, None, Start(instance_id, start.variables, start.document, found.correlation_key, start.missing), start.cause)
+        trace = message.traceparent if self.trace_of is None else self.trace_of(message)  # the message that starts it
+        state = unit.apply(definition, None, Start(instance_id, start.variables, start.document, found.correlation_key, start.missing, trace), start.cause)
         result.started.append(instance_id)
         if outcome.refresh and state.active:  # started from a hold complete before this message came
             unit.apply(definition, state, VariablesRefreshed(found.variables, found.missing), cause)
