@@ -357,7 +357,7 @@ class MessageDispatcher:
         if not (decided.start or decided.queue):
             return
         instance_id = self.new_id()
-        trace = message.traceparent if self.trace_of is None else self.trace_of(message)
+        trace = self._trace(message)
         start = Start(instance_id, found.variables, document, found.correlation_key, found.missing, trace)
         if decided.queue:
             self._queue(unit, definition, start, cause)
@@ -379,12 +379,16 @@ class MessageDispatcher:
             return
         start = outcome.start
         instance_id = self.new_id()
-        trace = message.traceparent if self.trace_of is None else self.trace_of(message)  # the message that starts it
+        trace = self._trace(message)  # the message that starts it
         state = unit.apply(definition, None, Start(instance_id, start.variables, start.document, found.correlation_key, start.missing, trace), start.cause)
         result.started.append(instance_id)
         if outcome.refresh and state.active:  # started from a hold complete before this message came
             unit.apply(definition, state, VariablesRefreshed(found.variables, found.missing), cause)
         unit.ledger.append(LedgerEntry(message.coordinate, definition.id, instance_id))
+
+    def _trace(self, message: IncomingMessage) -> str | None:
+        """The traceparent an instance this message starts is given."""
+        return message.traceparent if self.trace_of is None else self.trace_of(message)
 
     def _queue(self, unit: UnitOfWork, definition: ProcessDefinition, start: Start, cause: str) -> None:
         """Create the instance now (so the message is not lost) and start it when its turn comes."""
