@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -47,17 +48,24 @@ def _consumer(bootstrap: str, topic: str, batch_size: int) -> Consumer:
     return consumer
 
 
-def consume_rate(bootstrap: str, topic: str, count: int, batch_size: int) -> float:
-    """B1: messages per second that confluent-kafka hands over with no processing at all."""
+def consume_rate(bootstrap: str, topic: str, count: int, batch_size: int, threshold: float | None = None) -> float:
+    """B1: messages per second that confluent-kafka hands over with no processing at all.
+
+    With `threshold`, each message is also decoded and its `fields.flow_temp_c`
+    compared with it in plain Python: what screening (S1, S2) costs without the engine.
+    """
     consumer = _consumer(bootstrap, topic, batch_size)
     try:
-        total = first = 0
+        total = first = hits = 0
         began = 0.0
         while total < count:
             batch = consumer.consume(num_messages=batch_size, timeout=1.0)
             if batch and not total:
                 began, first = time.perf_counter(), len(batch)  # measured from the first batch in hand
-            total += sum(1 for message in batch if message.error() is None)
+            good = [message for message in batch if message.error() is None]
+            if threshold is not None:
+                hits += sum(orjson.loads(message.value())["fields"]["flow_temp_c"] > threshold for message in good)
+            total += len(good)
         return (total - first) / (time.perf_counter() - began)
     finally:
         consumer.close()

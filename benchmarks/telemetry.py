@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from benchmarks.engine_control import EngineProcess
+from benchmarks.raw import consume_rate
 from benchmarks.servers import execute
 from tests.fixtures.kafka import create_topic
 from benchmarks.workload import _produce, producer
@@ -99,28 +100,6 @@ def produce(bootstrap: str, topic: str, values: Callable[[int], bytes], count: i
         raise TimeoutError(f"messages to {topic} were not all delivered within 60 s")
 
 
-def raw_screen_rate(bootstrap: str, topic: str, count: int, batch_size: int, threshold: float) -> float:
-    """Consume, decode and compare in plain Python: what screening costs without the engine."""
-    from benchmarks.raw import _consumer
-
-    consumer = _consumer(bootstrap, topic, batch_size)
-    try:
-        total = first = hits = 0
-        began = 0.0
-        while total < count:
-            batch = consumer.consume(num_messages=batch_size, timeout=1.0)
-            if batch and not total:
-                began, first = time.perf_counter(), len(batch)
-            for message in batch:
-                if message.error() is None:
-                    document = orjson.loads(message.value())
-                    hits += document["fields"]["flow_temp_c"] > threshold
-                    total += 1
-        return (total - first) / (time.perf_counter() - began)
-    finally:
-        consumer.close()
-
-
 class CommittedOffsets:
     """Watches a consumer group's committed offsets on one topic."""
 
@@ -154,7 +133,7 @@ class CommittedOffsets:
 def screening(bootstrap: str, group: str, folder: Path, topic: str, count: int, batch_size: int) -> dict[str, Any]:
     """S1: `count` readings of 1,000 devices, none meeting the condition."""
     produce(bootstrap, topic, lambda n: reading(n, f"s-{n % 1000}", 20.0 + (n % 50) / 10), count)
-    raw = raw_screen_rate(bootstrap, topic, count, batch_size, 1000.0)
+    raw = consume_rate(bootstrap, topic, count, batch_size, threshold=1000.0)
     watch = CommittedOffsets(bootstrap, group, topic)
     try:
         (folder / "bench-screen.yaml").write_text(SCREENING.format(topic=topic), encoding="utf-8")
@@ -167,7 +146,7 @@ def screening(bootstrap: str, group: str, folder: Path, topic: str, count: int, 
 def refresh(bootstrap: str, group: str, folder: Path, topic: str, database_url: str, keys: int, count: int, batch_size: int) -> dict[str, Any]:
     """S2: `keys` instances start and wait, then `count` readings refresh them."""
     produce(bootstrap, topic, lambda n: reading(n, f"r-{n % keys}", 20.0 + (n % 50) / 10), keys + count)
-    raw = raw_screen_rate(bootstrap, topic, keys + count, batch_size, 0.0)
+    raw = consume_rate(bootstrap, topic, keys + count, batch_size, threshold=0.0)
     watch = CommittedOffsets(bootstrap, group, topic)
     try:
         (folder / "bench-refresh.yaml").write_text(REFRESH.format(topic=topic), encoding="utf-8")
