@@ -53,6 +53,9 @@ class Step(NamedTuple):
     causation_id: str | None = None
     consumed_timer: str | None = None
     consumed_action: str | None = None
+    # The trace context of a message that refreshed or cancelled the instance from a
+    # trace of its own: the step's span links to it (its parent stays the instance's).
+    linked_trace: str | None = None
 
 
 class LedgerEntry(NamedTuple):

@@ -57,7 +57,7 @@ def run_service(settings: Settings, ready: Callable[[Engine], None] | None = Non
     try:
         engine.start()
         tune_runtime()
-        http = HttpServer(create_app(engine, settings.api_token), settings.http_host, settings.http_port).start()
+        http = HttpServer(create_app(engine, settings.api_token, settings.trace_ui_url), settings.http_host, settings.http_port).start()
         engine.serving_http(settings.http_host, http.port)
         log.info("process-engine running (group %s, brokers %s, HTTP %s)", settings.group_id, settings.kafka_brokers, http.url)
         if ready is not None:

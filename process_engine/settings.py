@@ -41,6 +41,7 @@ class Settings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     history_refresh_interval: float = 60.0
     http_action_allow: str | None = None  # HTTP_ACTION_ALLOW as given; AllowList.parse reads it
+    trace_ui_url: str | None = None  # TRACE_UI_URL: where the console links a trace id, `{trace_id}` in it
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -77,6 +78,7 @@ class Settings:
             max_message_bytes=_positive_int(environ, "MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
             history_refresh_interval=_seconds(environ, "HISTORY_REFRESH_INTERVAL", 60.0),
             http_action_allow=_allow_list(environ),
+            trace_ui_url=_trace_ui_url(environ),
         )
 
 
@@ -108,6 +110,15 @@ def _allow_list(environ: Mapping[str, str]) -> str | None:
     value = (environ.get("HTTP_ACTION_ALLOW") or "").strip()
     AllowList.parse(value)  # here, so a malformed entry stops start-up before anything runs
     return value or None
+
+
+def _trace_ui_url(environ: Mapping[str, str]) -> str | None:
+    value = (environ.get("TRACE_UI_URL") or "").strip()
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")) or "{trace_id}" not in value:
+        raise ConfigError(f"TRACE_UI_URL must be an http(s) URL with {{trace_id}} in it, e.g. http://localhost:16686/trace/{{trace_id}}, got {value!r}")
+    return value
 
 
 def _choice(environ: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str, upper: bool = False) -> str:

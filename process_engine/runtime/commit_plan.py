@@ -33,6 +33,7 @@ from process_engine.ports import DeadLetter, HoldWrite, InstanceQuery, LedgerEnt
 from process_engine.runtime.event_ids import id_source
 from process_engine.runtime.hold_rows import HoldPlan, plan_holds
 from process_engine.runtime.redaction import ACTION_REQUESTED, redacted
+from process_engine.runtime.trace_context import trace_id as stored_trace_id
 
 # What orjson refuses (integers above 64 bits, lone surrogates) goes through the
 # standard library instead; built once, as json.dumps with options builds an encoder per call.
@@ -192,7 +193,7 @@ def _described(what: str | Callable[[], str]) -> str:
 
 
 # InstanceQuery.extra keys both stores understand.
-_EXTRA_FILTERS = ("correlation_key",)
+_EXTRA_FILTERS = ("correlation_key", "trace_id")
 
 
 def query_filters(query: InstanceQuery) -> dict[str, Any]:
@@ -209,6 +210,7 @@ def query_filters(query: InstanceQuery) -> dict[str, Any]:
         "status": query.status,
         "definition_id": query.definition_id,
         "correlation_key": query.extra.get("correlation_key"),
+        "trace_id": query.extra.get("trace_id"),  # the instances of one trace (the way back from Jaeger)
         "limit": query.limit,
         "offset": query.offset,
     }
@@ -246,7 +248,7 @@ class _Planner:
         history, new_id, times = self.plan.history, self._new_id, self._times
         correlation_id, causation_id = step.correlation_id, step.causation_id
         trace = step.instance.trace
-        trace_id = trace[3:35] if trace is not None else None  # traceparent: version-traceid-spanid-flags
+        trace_id = stored_trace_id(trace)
         for command in step.commands:
             if type(command) is not RecordHistory:
                 self._add_command(instance_id, step, command)

@@ -28,6 +28,7 @@ from process_engine.ports import (
 from process_engine.runtime.message_decoding import MessageLimits, Refused, decode_message
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.runtime.retry import ConflictRetry
+from process_engine.runtime.trace_context import join_trace
 from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
 from process_engine.runtime.windows import ledger_windowed, match_windowed
 
@@ -107,7 +108,7 @@ class MessageDispatcher:
         self.limits = limits
         self.refresh_interval = refresh_interval  # HISTORY_REFRESH_INTERVAL, seconds (0: every change)
         self.on_holds = on_holds  # told what the trigger hold rules did, once committed
-        self.trace_of = trace_of  # the traceparent of an instance a message starts (Tracing.instance_trace)
+        self.trace_of = trace_of  # the trace context of an instance a message starts (Tracing.instance_trace)
 
     # -- the unit-of-work loop ------------------------------------------------
     def _run(self, work: Callable[[UnitOfWork], Any]) -> tuple[Any, list[Step]]:
@@ -347,6 +348,9 @@ class MessageDispatcher:
             self._held(unit, definition, message, document, found, cause, result)
             return
         decided = plan(definition, found, active)
+        if message.traceparent is not None:
+            for instance_id in decided.cancel + decided.refresh:
+                unit.linked_traces[instance_id] = join_trace(message.traceparent, message.tracestate)
         for instance_id in decided.cancel:
             instance = unit.load(instance_id)
             unit.apply(unit.definition_of(instance), instance, Cancel("restarted by a newer message"), cause)
@@ -387,8 +391,10 @@ class MessageDispatcher:
         unit.ledger.append(LedgerEntry(message.coordinate, definition.id, instance_id))
 
     def _trace(self, message: IncomingMessage) -> str | None:
-        """The traceparent an instance this message starts is given."""
-        return message.traceparent if self.trace_of is None else self.trace_of(message)
+        """The trace context an instance this message starts is given (its own, with tracing off)."""
+        if self.trace_of is None:
+            return join_trace(message.traceparent, message.tracestate) if message.traceparent is not None else None
+        return self.trace_of(message)
 
     def _queue(self, unit: UnitOfWork, definition: ProcessDefinition, start: Start, cause: str) -> None:
         """Create the instance now (so the message is not lost) and start it when its turn comes."""

@@ -1,7 +1,7 @@
 """What the host asks of tracing, and the default that costs nothing: no spans, context passed on.
 
-The walker never sees a span: an instance carries its W3C `traceparent` as plain
-text (InstanceState.trace), its timers and outbox rows keep it beside them, and the
+The walker never sees a span: an instance carries its W3C trace context as plain
+text (InstanceState.trace, in runtime.trace_context's form), its timers and outbox rows keep it beside them, and the
 adapter in `adapters/observability/tracing.py` makes the spans when an OTEL_* exporter
 is configured.
 """
@@ -13,12 +13,14 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 from process_engine.ports import IncomingMessage, PendingAction, Step
+from process_engine.runtime.trace_context import join_trace, split_trace
 
 
 class ActionAttempt(Protocol):
     """One attempt of an action, as its span sees it."""
 
     traceparent: str | None  # what the action passes on (MQTT user property, Kafka and HTTP header)
+    tracestate: str | None
 
     def failed(self, error: str) -> None:
         """Record the attempt's error."""
@@ -30,7 +32,7 @@ class Tracing(Protocol):
     enabled: bool  # False: the host skips the calls that only make spans
 
     def instance_trace(self, message: IncomingMessage) -> str | None:
-        """The traceparent a new instance started by `message` belongs to."""
+        """The trace context (`traceparent[;tracestate]`) a new instance started by `message` belongs to."""
 
     def steps_committed(self, steps: Sequence[Step]) -> None:
         """A batch of steps is committed: its span and one per step."""
@@ -42,10 +44,10 @@ class Tracing(Protocol):
 class _PassOn:
     """An attempt with no span: the stored context goes on unchanged."""
 
-    __slots__ = ("traceparent",)
+    __slots__ = ("traceparent", "tracestate")
 
-    def __init__(self, traceparent: str | None):
-        self.traceparent = traceparent
+    def __init__(self, trace: str | None):
+        self.traceparent, self.tracestate = split_trace(trace)
 
     def failed(self, error: str) -> None:
         """Nothing records it."""
@@ -57,8 +59,8 @@ class NoTracing:
     enabled = False
 
     def instance_trace(self, message: IncomingMessage) -> str | None:
-        """The message's own traceparent, if it had one."""
-        return message.traceparent
+        """The message's own trace context, if it had one."""
+        return join_trace(message.traceparent, message.tracestate)
 
     def steps_committed(self, steps: Sequence[Step]) -> None:
         """Nothing to do."""

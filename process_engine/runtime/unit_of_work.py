@@ -46,6 +46,7 @@ class UnitOfWork:
         self.expected: dict[str, int | None] = {}
         self.commands: dict[str, list[Command]] = {}
         self.causes: dict[str, str] = {}
+        self.linked_traces: dict[str, str] = {}  # instance id -> a message's own trace context (Step.linked_trace)
         self.consumed_timers: dict[str, str] = {}
         self.consumed_actions: dict[str, str] = {}
         self.ledger: list[LedgerEntry] = []
@@ -201,6 +202,7 @@ class UnitOfWork:
                 causation_id=self.causes.get(instance_id),
                 consumed_timer=self.consumed_timers.get(instance_id),
                 consumed_action=self.consumed_actions.get(instance_id),
+                linked_trace=self.linked_traces.get(instance_id),
             )
             for instance_id, instance in self.instances.items()
             if self._touched(instance_id)

@@ -32,6 +32,23 @@ def test_instances_filter_by_status_definition_and_key_newest_first_in_pages(sto
     assert ids(definition_id="other") == [made[6].id]
 
 
+def test_instances_filter_by_the_trace_id_their_history_carries(store: InstanceStore) -> None:
+    trace, other = uuid.uuid4().hex, uuid.uuid4().hex
+    first = instance(trace=f"00-{trace}-00f067aa0ba902b7-01;vendor=1")
+    second = instance(trace=f"00-{trace}-b7ad6b7169203331-01", started_at=T0 + timedelta(minutes=1))
+    elsewhere, untraced = instance(trace=f"00-{other}-00f067aa0ba902b7-01"), instance()
+    store.commit([Step(state, None, (RecordHistory("start", "started", T0),)) for state in (first, second, elsewhere, untraced)])
+
+    def ids(trace_id: str) -> list[str]:
+        return [found.id for found in store.find_instances(InstanceQuery(extra={"trace_id": trace_id}))]
+
+    assert ids(trace) == [second.id, first.id]
+    assert ids(other) == [elsewhere.id]
+    assert ids(uuid.uuid4().hex) == []
+    assert {h.trace_id for h in store.history(first.id)} == {trace}  # the tracestate is not part of the id
+    assert store.load(first.id).trace == first.trace
+
+
 def test_activity_visits_count_instances_per_activity_since_a_moment(store: InstanceStore) -> None:
     store.save_definition(StoredDefinition("other", 0, "Other", {"activities": []}, "hash-o"))
     early, late, elsewhere = instance(), instance(), instance(definition_id="other")

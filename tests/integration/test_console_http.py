@@ -21,6 +21,7 @@ from process_engine.adapters.http.server import HttpServer
 from process_engine.adapters.memory.store import MemoryInstanceStore
 from process_engine.app import definition_extensions
 from process_engine.domain.instance import InstanceState, Token
+from process_engine.engine.commands import RecordHistory
 from process_engine.ports import DeadLetter, MessageCoordinate, Step
 from process_engine.runtime.registry import DefinitionRegistry
 
@@ -58,8 +59,8 @@ def source(tmp_path: Path) -> Source:
 
 
 @contextmanager
-def console(source: Source, token: str | None) -> Iterator[httpx.Client]:
-    server = HttpServer(console_app(source, token), "127.0.0.1", 0).start()
+def console(source: Source, token: str | None, trace_url: str | None = None) -> Iterator[httpx.Client]:
+    server = HttpServer(console_app(source, token, trace_url), "127.0.0.1", 0).start()
     try:
         with httpx.Client(base_url=server.url, timeout=10, follow_redirects=False) as client:
             yield client
@@ -171,3 +172,23 @@ def test_instances_filter_by_status_definition_and_key_newest_first_in_pages(sou
         assert client.get("/ui/definitions/nothing").status_code == 404
         assert client.get("/ui/definitions/hostile?version=9").status_code == 404
         assert client.get("/ui/nowhere").status_code == 404
+
+
+def test_a_trace_id_links_to_the_trace_viewer_and_back_to_the_instances_of_its_trace(source: Source) -> None:
+    trace_id = uuid.uuid4().hex
+    [traced] = add_instances(source, 1, trace=f"00-{trace_id}-00f067aa0ba902b7-01;vendor=1")
+    [untraced] = add_instances(source, 1)
+    source.store.commit([Step(traced, 1, (RecordHistory("start", "started", T0),))])
+    jaeger = "http://localhost:16686/trace/{trace_id}"
+    with console(source, None, jaeger) as client:
+        page = client.get(f"/ui/instances/{traced.id}").text
+        assert f'id="trace-link" href="http://localhost:16686/trace/{trace_id}"' in page
+        assert 'rel="noopener noreferrer"' in page
+        assert f'href="/ui/instances?trace={trace_id}"' in page
+        back = client.get("/ui/instances", params={"trace": trace_id.upper()}).text
+        assert back.count('href="/ui/instances/') == 1 and traced.id[:8] in back and untraced.id[:8] not in back
+        assert client.get("/ui/instances", params={"trace": "<script>"}).status_code == 400
+        assert 'id="trace-id"' not in client.get(f"/ui/instances/{untraced.id}").text
+    with console(source, None) as client:  # no TRACE_UI_URL: the id is shown, not linked
+        page = client.get(f"/ui/instances/{traced.id}").text
+        assert '<code id="trace-id"' in page and 'id="trace-link"' not in page

@@ -6,18 +6,21 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from process_engine.adapters.http.api import create_app
+from process_engine.adapters.http.server import HttpServer
 from process_engine.adapters.observability.tracing import SdkTracing
 from process_engine.app import Engine
 from process_engine.ports import InstanceQuery
 from tests.fixtures import wait_until
 from tests.fixtures.http import http_server
-from tests.fixtures.kafka import create_topic, produce_json
+from tests.fixtures.kafka import consume, create_topic, produce_json
 from tests.integration.engine_harness import engine_settings, seed_copy, telemetry, unique
 
 pytestmark = pytest.mark.integration
@@ -151,3 +154,105 @@ def test_spans_reach_an_otlp_http_endpoint_on_loopback(
     assert attributes["process.instance_id"].string_value
     action = next(s for s in ours if s.name == "process-engine action")
     assert {a.key: a.value for a in action.attributes}["process.action"].string_value == "mqtt_publish"
+
+
+RELAY = """
+id: traced-relay
+name: Relay a hot reading to a webhook and a Kafka topic
+trigger:
+  type: redpanda
+  topic: TOPIC
+  correlate: tags.device_id
+  condition: fields.flow_temp_c > 25.0
+variables:
+  - {name: device_id, source: tags.device_id}
+activities:
+  - {id: start, type: start}
+  - {id: hook, type: service, action: http, config: {url: "URL", body: {device: "${device_id}"}}, next: relay}
+  - {id: relay, type: service, action: kafka_publish, config: {topic: OUT, key: "${device_id}", payload: {device: "${device_id}"}}, next: done}
+  - {id: done, type: end}
+"""
+TRACESTATE = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+
+
+class Hook(BaseHTTPRequestHandler):
+    """Records each request's headers and answers 200."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.requests.append(dict(self.headers))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        """Quiet."""
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["tracing-off", "tracing-on"])
+def test_http_and_kafka_actions_carry_traceparent_and_tracestate(
+    database_url, kafka_bootstrap, mqtt_url, tmp_path: Path, traced: bool
+) -> None:
+    topic, out = unique("relay-in"), unique("relay-out")
+    create_topic(kafka_bootstrap, topic)
+    create_topic(kafka_bootstrap, out)
+    exporter = InMemorySpanExporter()
+    with http_server(Hook) as hook:
+        url = f"http://127.0.0.1:{hook.server_port}/hook"
+        (tmp_path / "traced-relay.yaml").write_text(RELAY.replace("TOPIC", topic).replace("OUT", out).replace("URL", url))
+        settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, unique("g"), HTTP_ACTION_ALLOW="127.0.0.1")
+        tracing = SdkTracing(TracerProvider(), SimpleSpanProcessor(exporter)) if traced else None
+        engine = started(Engine(settings), tracing)
+        try:
+            headers = {"traceparent": TRACEPARENT, "tracestate": TRACESTATE}
+            produce_json(kafka_bootstrap, topic, [telemetry("hp-3", 30.0)], headers=headers)
+            [relayed] = consume(kafka_bootstrap, out, 1, timeout=30)
+            wait_until(lambda: hook.requests, 10, "the webhook call")
+            [instance] = engine.store.find_instances(InstanceQuery())
+            server = HttpServer(create_app(engine, None), "127.0.0.1", 0).start()
+            try:  # from Jaeger back to the instance: the API lists the instances of a trace id
+                listed = httpx.get(f"{server.url}/instances", params={"trace_id": TRACE_ID}).json()["instances"]
+                assert [(i["id"], i["trace_id"]) for i in listed] == [(instance.id, TRACE_ID)]
+                assert httpx.get(f"{server.url}/instances", params={"trace_id": unique("x")}).status_code == 400
+                assert {h["trace_id"] for h in httpx.get(f"{server.url}/instances/{instance.id}").json()["history"]} == {TRACE_ID}
+            finally:
+                server.stop()
+        finally:
+            engine.stop()
+    sent = {name: value.decode() for name, value in relayed.headers()}
+    [request] = hook.requests
+    called = {name.lower(): value for name, value in request.items()}
+    for passed in (sent, called):
+        assert passed["tracestate"] == TRACESTATE  # kept with the instance and its outbox rows, passed on as it came
+        assert passed["traceparent"].split("-")[1] == TRACE_ID
+        assert passed["idempotency-key"].startswith(f"{instance.id}:")
+    assert instance.trace.split(";")[1] == TRACESTATE
+    if traced:  # the action attempt's own span is the parent the next hop sees
+        actions = {s.context.span_id for s in exporter.get_finished_spans() if s.name == "process-engine action"}
+        assert {int(p["traceparent"].split("-")[2], 16) for p in (sent, called)} <= actions
+    else:  # nothing made a span: the trigger's own context goes on unchanged
+        assert sent["traceparent"] == called["traceparent"] == TRACEPARENT
+
+
+def test_a_malformed_traceparent_starts_a_fresh_trace_and_is_never_passed_on(
+    database_url, kafka_bootstrap, mqtt_url, tmp_path: Path
+) -> None:
+    topic, out = unique("relay-in"), unique("relay-out")
+    create_topic(kafka_bootstrap, topic)
+    create_topic(kafka_bootstrap, out)
+    with http_server(Hook) as hook:
+        url = f"http://127.0.0.1:{hook.server_port}/hook"
+        (tmp_path / "traced-relay.yaml").write_text(RELAY.replace("TOPIC", topic).replace("OUT", out).replace("URL", url))
+        settings = engine_settings(database_url, kafka_bootstrap, mqtt_url, tmp_path, unique("g"), HTTP_ACTION_ALLOW="127.0.0.1")
+        engine = started(Engine(settings))
+        try:
+            hostile = {"traceparent": "00-" + "z" * 32 + "-\r\nX-Injected: 1", "tracestate": "a=" + "b" * 10_000}
+            produce_json(kafka_bootstrap, topic, [telemetry("hp-4", 30.0)], headers=hostile)
+            [relayed] = consume(kafka_bootstrap, out, 1, timeout=30)
+            wait_until(lambda: hook.requests, 10, "the webhook call")
+            [instance] = engine.store.find_instances(InstanceQuery())
+        finally:
+            engine.stop()
+    assert instance.status == "completed" and instance.trace is None  # tracing off, no valid context: none kept
+    assert not {name for name, _ in relayed.headers()} & {"traceparent", "tracestate"}
+    assert not {name.lower() for name in hook.requests[0]} & {"traceparent", "tracestate", "x-injected"}

@@ -88,6 +88,8 @@ def test_engine_environment_is_what_the_settings_read(compose: dict[str, Any]) -
     assert (settings.http_host, settings.http_port) == ("0.0.0.0", 8080)
     assert str(settings.definitions_path) == "/app/processes"
     assert settings.api_token is None  # an empty PROCESS_ENGINE_API_TOKEN: a read-only API
+    assert settings.trace_ui_url == "http://localhost:16686/trace/{trace_id}"  # Jaeger's UI, as published below
+    assert "16686:16686" in compose["services"]["jaeger"]["ports"]
 
 
 def test_engine_reaches_the_services_on_their_internal_listeners(compose: dict[str, Any]) -> None:

@@ -39,6 +39,8 @@ def test_defaults_and_values_from_the_environment() -> None:
     assert given.kafka_security == {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
     assert defaults.http_action_allow is None
     assert settings(HTTP_ACTION_ALLOW=" printer.lan,10.0.0.0/8 ").http_action_allow == "printer.lan,10.0.0.0/8"
+    assert defaults.trace_ui_url is None
+    assert settings(TRACE_UI_URL="https://tempo.lan/explore?trace={trace_id}").trace_ui_url == "https://tempo.lan/explore?trace={trace_id}"
 
 
 @pytest.mark.parametrize(
@@ -60,6 +62,8 @@ def test_defaults_and_values_from_the_environment() -> None:
         ({"PROCESS_ENGINE_BATCH_SIZE": "0"}, "PROCESS_ENGINE_BATCH_SIZE"),
         ({"HTTP_ACTION_ALLOW": "10.0.0.0/33"}, "HTTP_ACTION_ALLOW"),
         ({"HTTP_ACTION_ALLOW": "printer.lan,http://x"}, "HTTP_ACTION_ALLOW"),
+        ({"TRACE_UI_URL": "http://localhost:16686/trace/"}, "TRACE_UI_URL"),
+        ({"TRACE_UI_URL": "javascript:alert(1)//{trace_id}"}, "TRACE_UI_URL"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(environ: dict[str, str], named: str) -> None:

@@ -23,9 +23,12 @@ class ActionContext:
     attempt: int
     definition_id: str | None = None
     traceparent: str | None = None  # W3C trace context the action passes on beside its idempotency key
+    tracestate: str | None = None
 
     @classmethod
-    def from_pending(cls, pending: PendingAction, definition_id: str | None = None, traceparent: str | None = None) -> ActionContext:
+    def from_pending(
+        cls, pending: PendingAction, definition_id: str | None = None, traceparent: str | None = None, tracestate: str | None = None,
+    ) -> ActionContext:
         """The context of an outbox row."""
         return cls(
             idempotency_key=pending.idempotency_key,
@@ -34,6 +37,7 @@ class ActionContext:
             attempt=pending.attempt,
             definition_id=definition_id,
             traceparent=traceparent,
+            tracestate=tracestate,
         )
 
 
@@ -60,6 +64,7 @@ class MqttSink(Protocol):
         idempotency_key: str | None = None,
         timeout: float = 10.0,
         traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> None:
         """Publish and wait for the acknowledgement."""
 
@@ -77,6 +82,7 @@ class KafkaSink(Protocol):
         headers: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> Any:
         """Produce and wait for the delivery report."""
 

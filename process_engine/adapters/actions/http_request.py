@@ -54,6 +54,7 @@ class HttpCaller:
         timeout: float = 10.0,
         idempotency_key: str | None = None,
         traceparent: str | None = None,
+        tracestate: str | None = None,
         label: str | None = None,
     ) -> dict[str, Any]:
         """Send one request; return `{"status", "body"}`. Errors name `label` (default: method and URL).
@@ -62,7 +63,7 @@ class HttpCaller:
             ActionError: retriable for 5xx/408/429, connection errors and timeouts
                 (and an open breaker), not retriable for other 4xx and bad input.
         """
-        request = self._build(method, url, body, headers, timeout, idempotency_key, traceparent)
+        request = self._build(method, url, body, headers, timeout, idempotency_key, (traceparent, tracestate))
         origin = f"{request.url.scheme}://{request.url.host}:{request.url.port or _default_port(request.url.scheme)}"
         return guarded(self.breakers, origin, lambda: self._send(request, label))
 
@@ -70,12 +71,15 @@ class HttpCaller:
         """Close the connection pool."""
         self._client.close()
 
-    def _build(self, method, url, body, headers, timeout, idempotency_key, traceparent=None) -> httpx.Request:
+    def _build(self, method, url, body, headers, timeout, idempotency_key, trace=(None, None)) -> httpx.Request:
         all_headers = {str(name): str(value) for name, value in (headers or {}).items()}
         if idempotency_key is not None:
             all_headers.setdefault("Idempotency-Key", idempotency_key)
-        if traceparent is not None:
-            all_headers.setdefault("traceparent", traceparent)
+        traceparent, tracestate = trace
+        if traceparent is not None and not any(name.lower() == "traceparent" for name in all_headers):
+            all_headers["traceparent"] = traceparent
+            if tracestate is not None:
+                all_headers["tracestate"] = tracestate
         content: dict[str, Any] = {}
         if isinstance(body, str | bytes):
             content["content"] = body
@@ -169,6 +173,7 @@ class HttpAction:
             timeout=_timeout(config.get("timeout", 10.0)),
             idempotency_key=context.idempotency_key,
             traceparent=context.traceparent,
+            tracestate=context.tracestate,
         )
 
     def close(self) -> None:

@@ -79,7 +79,7 @@ class MqttPublishAction:
             publisher.target,
             lambda: publisher.publish(
                 topic, config.get("payload"), qos, retain, context.idempotency_key, self.timeout,
-                traceparent=context.traceparent,
+                traceparent=context.traceparent, tracestate=context.tracestate,
             ),
         )
         return {"topic": topic, "qos": qos}
@@ -113,7 +113,7 @@ class KafkaPublishAction:
             publisher.target,
             lambda: publisher.publish(
                 topic, config.get("key"), config.get("payload"), config.get("headers"),
-                idempotency_key=context.idempotency_key, traceparent=context.traceparent,
+                idempotency_key=context.idempotency_key, traceparent=context.traceparent, tracestate=context.tracestate,
             ),
         )
         partition = getattr(delivery, "partition", None)

@@ -160,19 +160,19 @@ class NotifyAction:
         return target
 
     def _deliver(self, target: ChannelTarget, document: dict[str, Any], context: ActionContext) -> None:
-        key, trace = context.idempotency_key, context.traceparent
+        key, trace, state = context.idempotency_key, context.traceparent, context.tracestate
         if target.kind == "webhook":
             # Webhook URLs often carry a secret (Slack, Teams): errors name the channel instead.
             label = f"notify channel {document['channel']!r} webhook"
-            self.http.request("POST", target.destination, body=document, idempotency_key=key, traceparent=trace, label=label)
+            self.http.request("POST", target.destination, body=document, idempotency_key=key, traceparent=trace, tracestate=state, label=label)
         elif target.kind == "mqtt":
             mqtt = self.mqtt
-            guarded(self.breakers, mqtt.target, lambda: mqtt.publish(target.destination, document, 1, False, key, traceparent=trace))
+            guarded(self.breakers, mqtt.target, lambda: mqtt.publish(target.destination, document, 1, False, key, traceparent=trace, tracestate=state))
         else:
             kafka = self.kafka
             guarded(
                 self.breakers, kafka.target,
-                lambda: kafka.publish(target.destination, context.instance_id, document, None, idempotency_key=key, traceparent=trace),
+                lambda: kafka.publish(target.destination, context.instance_id, document, None, idempotency_key=key, traceparent=trace, tracestate=state),
             )
 
     def _transport_problem(self, name: str, target: ChannelTarget) -> str | None:

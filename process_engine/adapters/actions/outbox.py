@@ -127,14 +127,14 @@ class OutboxWorker:
 
     def _deliver(self, action: PendingAction) -> None:
         with self.tracing.action_attempt(action) as attempt:
-            outcome = self._attempt(action, attempt.traceparent)
+            outcome = self._attempt(action, attempt.traceparent, attempt.tracestate)
             if isinstance(outcome, ActionFailed):
                 attempt.failed(outcome.error)
         self._outcomes.put(Finished(action, outcome))
 
-    def _attempt(self, action: PendingAction, traceparent: str | None) -> ActionSucceeded | ActionFailed:
+    def _attempt(self, action: PendingAction, traceparent: str | None, tracestate: str | None) -> ActionSucceeded | ActionFailed:
         definition_id = action.definition_id
-        context = ActionContext.from_pending(action, definition_id, traceparent)
+        context = ActionContext.from_pending(action, definition_id, traceparent, tracestate)
         try:
             result = self.actions.run(action.action, action.config, context)
             outcome: ActionSucceeded | ActionFailed = ActionSucceeded(action.token_id, action.attempt, _jsonable(result))

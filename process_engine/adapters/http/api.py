@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from process_engine.adapters.http.console import with_console
+from process_engine.adapters.http.console import TRACE_ID, with_console
 from process_engine.adapters.http.guard import READ_ONLY, BodyTooLarge, RequestGuard, error, internal_error, read_body, too_large
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import DefinitionError, StoreError, StoreUnavailable
@@ -32,6 +32,7 @@ from process_engine.engine.events import Cancel, Event, Resume, Retry, Suspend
 from process_engine.ports import HistoryRecord, InstanceQuery, InstanceStore
 from process_engine.runtime.dispatcher import Dispatcher
 from process_engine.runtime.registry import DefinitionRegistry
+from process_engine.runtime.trace_context import trace_id as stored_trace_id
 
 log = logging.getLogger("process_engine.http")
 MAX_LIMIT = 1000
@@ -92,6 +93,7 @@ def instance_json(instance: InstanceState) -> dict[str, Any]:
         "started_at": _iso(instance.started_at),
         "completed_at": _iso(instance.completed_at),
         "error": instance.error,
+        "trace_id": stored_trace_id(instance.trace),
         "tokens": [{"id": t.id, "activity_id": t.activity_id, "waiting": t.waiting, "attempt": t.attempt} for t in instance.tokens],
     }
 
@@ -107,6 +109,7 @@ def history_json(record: HistoryRecord) -> dict[str, Any]:
         "message": record.message,
         "correlation_id": record.correlation_id,
         "causation_id": record.causation_id,
+        "trace_id": record.trace_id,
     }
 
 
@@ -156,7 +159,7 @@ class HttpApi:
         return JSONResponse({"definitions": [definition_json(d) for d in active], "errors": errors})
 
     def instances(self, request: Request) -> Response:
-        """Instances, newest first, filtered by `status` and `definition`."""
+        """Instances, newest first, filtered by `status`, `definition` and `trace_id`."""
         params = request.query_params
         status = params.get("status") or None
         if status is not None and status not in STATUSES:
@@ -164,7 +167,13 @@ class HttpApi:
         limit_text = params.get("limit") or str(DEFAULT_LIMIT)
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
             return error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}, got {limit_text!r}")
-        query = InstanceQuery(status=status, definition_id=params.get("definition") or None, limit=int(limit_text))
+        trace_id = (params.get("trace_id") or "").strip().lower() or None
+        if trace_id is not None and not TRACE_ID.fullmatch(trace_id):
+            return error(400, f"trace_id must be 32 hexadecimal digits (a W3C trace id, as Jaeger shows it), got {trace_id[:64]!r}")
+        query = InstanceQuery(
+            status=status, definition_id=params.get("definition") or None, limit=int(limit_text),
+            extra={"trace_id": trace_id} if trace_id else {},
+        )
         found = self.engine.store.find_instances(query)
         return JSONResponse({"instances": [instance_json(i) for i in found]})
 
@@ -313,13 +322,14 @@ async def _store_error(request: Request, problem: Exception) -> Response:
     return internal_error(f"{request.method} {request.url.path}", problem)
 
 
-def create_app(engine: ControlPlane, api_token: str | None) -> ASGIApp:
+def create_app(engine: ControlPlane, api_token: str | None, trace_url: str | None = None) -> ASGIApp:
     """The ASGI app of the control plane.
 
     Args:
         engine: the running engine (or anything with the ControlPlane attributes).
         api_token: when set, every route but /healthz, /readyz and /metrics needs
             `Authorization: Bearer <api_token>`; when None, the API is read-only (and says so in the log).
+        trace_url: TRACE_UI_URL, where the console links a trace id (`{trace_id}` in it).
     """
     if not api_token:
         log.warning("%s", READ_ONLY)
@@ -336,7 +346,7 @@ def create_app(engine: ControlPlane, api_token: str | None) -> ASGIApp:
     ]
     handlers = {HTTPException: _http_error, StoreError: _store_error}
     app = Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(RequestGuard, token=api_token)])
-    return with_console(app, engine, api_token)  # /ui: the web console, with its own cookie sign-in
+    return with_console(app, engine, api_token, trace_url)  # /ui: the web console, with its own cookie sign-in
 
 
 __all__ = ["ControlPlane", "HttpApi", "create_app"]

@@ -10,6 +10,7 @@ graphs are drawn by the vendored Mermaid in static/, started by static/console.j
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -39,11 +40,13 @@ from process_engine.domain.errors import DefinitionError, StoreError, StoreUnava
 from process_engine.domain.instance import STATUSES
 from process_engine.ports import InstanceQuery, InstanceStore
 from process_engine.runtime.registry import DefinitionRegistry
+from process_engine.runtime.trace_context import trace_id as stored_trace_id
 
 log = logging.getLogger("process_engine.http")
 PREFIX = "/ui"
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_SIZE = 50
+TRACE_ID = re.compile(r"[0-9a-f]{32}")
 DEAD_LETTERS_SHOWN = 200
 VISITS_WINDOW = timedelta(hours=24)
 # Scripts, styles, images and fetches from this server only. Mermaid writes a <style>
@@ -86,8 +89,11 @@ def _templates() -> Environment:
 class Console:
     """The pages, bound to one engine and one sign-in rule."""
 
-    def __init__(self, source: ConsoleSource, token: str | None, clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self, source: ConsoleSource, token: str | None, clock: Callable[[], datetime] | None = None, trace_url: str | None = None,
+    ):
         self.source = source
+        self.trace_url = trace_url
         self.session = ConsoleSession(token)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.templates = _templates()
@@ -125,16 +131,20 @@ class Console:
         return self.page(request, "definitions.html", cards=[card], errors=[], single=True)
 
     def instances(self, request: Request) -> Response:
-        """Instances newest first, filtered by status, definition and key, PAGE_SIZE a page."""
+        """Instances newest first, filtered by status, definition, key and trace id, PAGE_SIZE a page."""
         params = request.query_params
         status, definition_id, key = params.get("status") or None, params.get("definition") or None, params.get("key") or None
+        trace = (params.get("trace") or "").strip().lower() or None
         page_text = params.get("page") or "1"
         if (status is not None and status not in STATUSES) or not page_text.isdigit() or int(page_text) < 1:
             return self.page(request, "error.html", 400, title="Bad filter", problem=f"status must be one of {', '.join(STATUSES)} and page a whole number from 1")
+        if trace is not None and not TRACE_ID.fullmatch(trace):
+            return self.page(request, "error.html", 400, title="Bad filter", problem="a trace id is 32 hexadecimal digits, as Jaeger shows it")
         page = int(page_text)
-        query = InstanceQuery(status=status, definition_id=definition_id, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, extra={"correlation_key": key} if key else {})
+        extra = {name: value for name, value in (("correlation_key", key), ("trace_id", trace)) if value}
+        query = InstanceQuery(status=status, definition_id=definition_id, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, extra=extra)
         found = self.source.store.find_instances(query)
-        filters = {"status": status or "", "definition": definition_id or "", "key": key or ""}
+        filters = {"status": status or "", "definition": definition_id or "", "key": key or "", "trace": trace or ""}
         definitions = sorted(d.id for d in self.source.registry.active())
         rows = [instance_row(i) for i in found[:PAGE_SIZE]]
         return self.page(
@@ -155,11 +165,13 @@ class Console:
         except KeyError:
             definition = None
         highlight = trace_path(definition, instance, history)
+        trace_id = stored_trace_id(instance.trace)
         return self.page(
             request, "trace.html", instance=instance, row=instance_row(instance), steps=trace_steps(definition, history),
             chart=flowchart(definition, highlight=highlight) if definition is not None else None,
             timers=store.pending_timers(instance.id), now=self.clock(), variables=redacted(instance.variables),
             controls=CONTROLS_BY_STATUS.get(instance.status, ()) if self.session.required else (),
+            trace_id=trace_id, trace_link=self.trace_url.replace("{trace_id}", trace_id) if self.trace_url and trace_id else None,
         )
 
     def dead_letters(self, request: Request) -> Response:
@@ -220,14 +232,15 @@ def _suffix(request: Request) -> str:
     return f"?{request.url.query}" if request.url.query else ""
 
 
-def console_app(source: ConsoleSource, token: str | None) -> ASGIApp:
+def console_app(source: ConsoleSource, token: str | None, trace_url: str | None = None) -> ASGIApp:
     """The console's ASGI app, answering paths under /ui.
 
     Args:
         source: the engine (store, registry, folder).
         token: PROCESS_ENGINE_API_TOKEN; when set, pages need a sign-in and the controls show.
+        trace_url: TRACE_UI_URL; when set, a trace id links to it (Jaeger, Tempo), `{trace_id}` replaced.
     """
-    console = Console(source, token)
+    console = Console(source, token, trace_url=trace_url)
     guard = console.signed_in
     routes = [
         Route(PREFIX, guard(console.definitions), methods=["GET"]),
@@ -273,9 +286,9 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def with_console(api: ASGIApp, source: ConsoleSource, token: str | None) -> ASGIApp:
+def with_console(api: ASGIApp, source: ConsoleSource, token: str | None, trace_url: str | None = None) -> ASGIApp:
     """`api` with the console answering /ui and everything under it, ahead of the API's own rules."""
-    console = console_app(source, token)
+    console = console_app(source, token, trace_url)
 
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""

@@ -33,6 +33,7 @@ from process_engine.domain.errors import StoreUnavailable
 from process_engine.ports import IncomingMessage, MessageCoordinate
 from process_engine.runtime.dispatcher import BatchResult, Dispatcher, PreparedBatch
 from process_engine.runtime.registry import DefinitionRegistry
+from process_engine.runtime.trace_context import checked_traceparent, checked_tracestate
 
 ERROR_REPEAT_SECONDS = 30.0
 log = logging.getLogger("process_engine.consumer")
@@ -96,15 +97,15 @@ def to_incoming(message: Message) -> IncomingMessage:
 
 
 def trace_headers(headers: list[tuple[str, bytes | None]]) -> tuple[str | None, str | None]:
-    """The W3C `traceparent` and `tracestate` among a message's headers (None where absent)."""
+    """The W3C `traceparent` and `tracestate` among a message's headers, checked (None where absent or invalid)."""
     parent = state = None
     for name, value in headers:
         lowered = name.lower()
         if lowered == "traceparent" and value:
-            parent = value.decode("ascii", "replace").strip()
+            parent = checked_traceparent(value.decode("ascii", "replace").strip())
         elif lowered == "tracestate" and value:
-            state = value.decode("ascii", "replace").strip()
-    return parent, state
+            state = checked_tracestate(value.decode("ascii", "replace").strip())
+    return parent, state if parent is not None else None
 
 
 class TriggerConsumer:

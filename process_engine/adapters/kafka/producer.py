@@ -125,12 +125,14 @@ class KafkaPublisher:
         idempotency_key: str | None = None,
         timeout: float | None = None,
         traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> Delivery:
         """Produce a message and wait for its delivery report.
 
         Dicts, lists and numbers are sent as JSON, text as UTF-8, bytes as they are,
         None as a null value (a tombstone). The idempotency key goes in the header
-        `idempotency-key`.
+        `idempotency-key`, the W3C trace context in `traceparent` and `tracestate`
+        (unless `headers` has its own traceparent).
 
         Raises:
             ActionError: delivery failed or timed out (retriable unless the broker
@@ -144,7 +146,7 @@ class KafkaPublisher:
                 topic,
                 value=encode_value(payload),
                 key=_encode_key(key),
-                headers=_headers(headers, idempotency_key, traceparent),
+                headers=_headers(headers, idempotency_key, traceparent, tracestate),
                 on_delivery=waiter.on_delivery,
             )
         except BufferError:
@@ -212,6 +214,7 @@ def _encode_key(key: Any) -> bytes | None:
 def _headers(
     headers: Mapping[str, Any] | Sequence[tuple[str, Any]] | None, idempotency_key: str | None,
     traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> list[tuple[str, bytes]]:
     pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
     encoded = [(str(name), _encode_key(value)) for name, value in pairs]
@@ -219,4 +222,6 @@ def _headers(
         encoded.append((IDEMPOTENCY_HEADER, idempotency_key.encode("utf-8")))
     if traceparent is not None and not any(name.lower() == "traceparent" for name, _ in encoded):
         encoded.append(("traceparent", traceparent.encode("ascii")))
+        if tracestate is not None:
+            encoded.append(("tracestate", tracestate.encode("ascii")))
     return encoded

@@ -139,15 +139,21 @@ class MemoryInstanceStore:
         """Instances matching the filters, newest first."""
         filters = query_filters(query)
         wanted = {name: filters[name] for name in ("status", "definition_id", "correlation_key")}
+        trace = filters["trace_id"]
         with self._lock:
             rows = [
                 row
                 for row in self._instances.values()
                 if all(value is None or getattr(row, name) == value for name, value in wanted.items())
+                and (trace is None or self._in_trace(row.id, trace))
             ]
         rows.sort(key=lambda row: (row.started_at, row.id), reverse=True)
         start = filters["offset"]
         return [_instance(row) for row in rows[start : start + filters["limit"]]]
+
+    def _in_trace(self, instance_id: str, trace_id: str) -> bool:
+        """Whether a history row of the instance carries `trace_id` (as the SQL store asks)."""
+        return any(row.trace_id == trace_id for row in self._history.get(instance_id, ()))
 
     def history(self, instance_id: str) -> list[HistoryRecord]:
         """An instance's history, oldest first."""

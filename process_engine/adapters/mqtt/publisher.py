@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_PROPERTY = "idempotency-key"
 TRACEPARENT_PROPERTY = "traceparent"  # W3C trace context, as OpenTelemetry's MQTT conventions name it
+TRACESTATE_PROPERTY = "tracestate"
 _URL_EXAMPLE = "mqtt://user:pass@host:1883, or mqtts:// for TLS"
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 # CONNACK codes that mean "this broker does not speak the protocol version you asked for":
@@ -143,6 +144,7 @@ class MqttPublisher:
         idempotency_key: str | None = None,
         timeout: float = 10.0,
         traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> None:
         """Publish and wait until the broker acknowledges it (QoS 1/2) or it is sent (QoS 0).
 
@@ -159,7 +161,7 @@ class MqttPublisher:
             raise ActionError(f"invalid MQTT topic to publish to: {topic!r}", retriable=False)
         body = encode_payload(payload)
         client = self._require_connection()
-        info = client.publish(topic, body, qos, retain, self._properties(idempotency_key, traceparent))
+        info = client.publish(topic, body, qos, retain, self._properties(idempotency_key, traceparent, tracestate))
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise ActionError(f"MQTT publish to {self.target} failed: {paho.error_string(info.rc)}")
         self._wait_for_ack(info, topic, timeout)
@@ -232,13 +234,15 @@ class MqttPublisher:
             raise ActionError(f"not connected to MQTT broker {self.target}: {self._last_problem}")
         return client
 
-    def _properties(self, idempotency_key: str | None, traceparent: str | None = None) -> Properties | None:
+    def _properties(self, idempotency_key: str | None, traceparent: str | None = None, tracestate: str | None = None) -> Properties | None:
         if (idempotency_key is None and traceparent is None) or self._protocol != MQTTProtocolVersion.MQTTv5:
             return None
         properties = Properties(PacketTypes.PUBLISH)
         user = [(IDEMPOTENCY_PROPERTY, idempotency_key)] if idempotency_key is not None else []
         if traceparent is not None:
             user.append((TRACEPARENT_PROPERTY, traceparent))
+            if tracestate is not None:
+                user.append((TRACESTATE_PROPERTY, tracestate))
         properties.UserProperty = user
         return properties
 

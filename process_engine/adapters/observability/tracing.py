@@ -9,7 +9,8 @@ The service name is `process-engine` unless OTEL_SERVICE_NAME says otherwise.
 Spans: `process-engine message` (one per instance start, child of the message's
 traceparent, or the root of a fresh trace: the instance's trace context), `process-engine
 batch` (one per committed batch, linked to the traces of its steps), `process-engine step`
-(one per instance per batch, child of the instance's context, linked to its batch) and
+(one per instance per batch, child of the instance's context, linked to its batch, and
+to the trace of a message that refreshed or cancelled it from a trace of its own) and
 `process-engine action` (one per attempt, child of the outbox row's context; its own
 context is what the action passes on).
 """
@@ -32,6 +33,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from process_engine.engine.commands import InstanceFailed, RecordHistory
 from process_engine.ports import IncomingMessage, PendingAction, Step
+from process_engine.runtime.trace_context import join_trace, split_trace
 from process_engine.runtime.tracing import ActionAttempt, NoTracing, Tracing
 
 log = logging.getLogger("process_engine.tracing")
@@ -75,8 +77,15 @@ def traceparent(span_context: trace.SpanContext) -> str:
     return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{int(span_context.trace_flags):02x}"
 
 
-def parent_context(traceparent_text: str | None, tracestate: str | None = None) -> Context:
-    """A context whose remote parent is `traceparent_text`; empty (a new trace) if it is None or malformed."""
+def stored_trace(span_context: trace.SpanContext) -> str:
+    """A span context in the stored form: its traceparent, then `;` and its tracestate if it has one."""
+    state = span_context.trace_state.to_header() if span_context.trace_state else None
+    return join_trace(traceparent(span_context), state)
+
+
+def parent_context(stored: str | None) -> Context:
+    """A context whose remote parent is the stored trace context; empty (a new trace) if it is None or malformed."""
+    traceparent_text, tracestate = split_trace(stored)
     if not traceparent_text:
         return Context()
     carrier = {"traceparent": traceparent_text}
@@ -88,11 +97,11 @@ def parent_context(traceparent_text: str | None, tracestate: str | None = None) 
 class _Attempt:
     """An action attempt's span, and the traceparent the action passes on."""
 
-    __slots__ = ("span", "traceparent")
+    __slots__ = ("span", "traceparent", "tracestate")
 
     def __init__(self, span: trace.Span):
         self.span = span
-        self.traceparent = traceparent(span.get_span_context())
+        self.traceparent, self.tracestate = split_trace(stored_trace(span.get_span_context()))
 
     def failed(self, error: str) -> None:
         """Mark the span as failed with the error."""
@@ -115,12 +124,12 @@ class SdkTracing:
         """The message's span, child of its traceparent or a fresh trace's root: the instance's context."""
         c = message.coordinate
         span = self.tracer.start_span(
-            "process-engine message", parent_context(message.traceparent, message.tracestate), SpanKind.CONSUMER,
+            "process-engine message", parent_context(join_trace(message.traceparent, message.tracestate)), SpanKind.CONSUMER,
             {"messaging.system": "kafka", "messaging.destination.name": c.topic,
              "messaging.kafka.partition": c.partition, "messaging.kafka.offset": c.offset},
         )
         span.end()
-        return traceparent(span.get_span_context())
+        return stored_trace(span.get_span_context())
 
     def steps_committed(self, steps: Sequence[Step]) -> None:
         """One batch span, then one span per step under its instance's trace."""
@@ -154,6 +163,10 @@ class SdkTracing:
         decided = [c.data["path"] for c in history if c.data and "path" in c.data and "result" in c.data]
         if decided:
             attributes["process.decision"] = ",".join(str(path) for path in decided)
+        if step.linked_trace and step.linked_trace[3:35] != (instance.trace or "")[3:35]:
+            # A message from a trace of its own refreshed or cancelled the instance: the
+            # step stays in the instance's trace and links to the message's.
+            links = [*links, Link(_span_context(step.linked_trace), {"process.link": "message"})]
         span = self.tracer.start_span("process-engine step", parent_context(instance.trace), links=links,
                                       start_time=min(started, now), attributes=attributes)
         for command in step.commands:

@@ -180,6 +180,8 @@ FROM process_instances
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(definition_id)s::text IS NULL OR definition_id = %(definition_id)s::text)
   AND (%(correlation_key)s::text IS NULL OR correlation_key = %(correlation_key)s::text)
+  AND (%(trace_id)s::text IS NULL
+       OR id IN (SELECT instance_id FROM process_history WHERE trace_id = %(trace_id)s::text))
 ORDER BY started_at DESC, id DESC
 LIMIT %(limit)s OFFSET %(offset)s
 
