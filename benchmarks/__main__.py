@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from benchmarks import phases, raw, report, telemetry, windows
+from benchmarks import phases, raw, report, telemetry, tracing_cost, windows
 from benchmarks.engine_control import EngineProcess
 from benchmarks.servers import Stack
 from benchmarks.workload import produce_backlog, write_definitions, write_holding
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     values = report.figures(measured, samples)
     print(report.table(values))
     details = {"sizes": sizes.__dict__, "seconds": round(time.monotonic() - began, 1),
-               **{k: v for k, v in measured.items() if k not in ("T3", "S3 on", "S3 off")}, "T3 pending": measured["T3"]["pending"]}
+               **{k: v for k, v in measured.items() if k not in ("T3", "S3 on", "S3 off", "T1 traced")}, "T3 pending": measured["T3"]["pending"],
+               "T1 traced": {k: v for k, v in measured["T1 traced"].items() if k != "batches"}}
     path = report.write_json(values, details, args.quick)
     plot = report.RESULTS / "throughput_latency.png"
     report.plot(values, samples, measured, plot)
@@ -123,6 +124,13 @@ def run(stack: Stack, sizes: phases.Sizes) -> tuple[dict[str, Any], dict[str, An
     finally:
         engine.kill()
     measured["S2"]["rows_per_refresh_live"] = telemetry.rows_per_refresh_at_one_per_second()
+    step(f"T1 with tracing on, spans to an OTLP/HTTP receiver ({sizes.backlog:,} waiting in Kafka)")
+    traced_topic = f"bench-traced-{suffix}"
+    stack.topic(traced_topic, 4)
+    measured["T1 traced"] = tracing_cost.traced_drain(
+        stack.bootstrap, stack.mqtt_url, stack.database(), stack.workdir, traced_topic, f"bench-traced-{suffix}",
+        sizes.backlog, sizes.batch_size, stack.postgres_pid, stack.broker_pid,
+    )
     for setting in ("on", "off"):
         step(f"S3 reaction, Kafka to MQTT, at 20 and 200 msg/s (synchronous_commit={setting})")
         measured[f"S3 {setting}"] = telemetry.reaction(stack.bootstrap, stack.mqtt_url, stack.database(), stack.workdir,
