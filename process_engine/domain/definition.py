@@ -135,6 +135,13 @@ class ProcessDefinition:
     source_file: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     windowed: bool = False  # a variable has a `window`: messages go through the window state
+    # The variables the trigger condition reads: all a message needs to be screened.
+    condition_variables: tuple[Variable, ...] = field(init=False, default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        condition = self.trigger.condition
+        read = condition.bare_names if condition is not None else frozenset()
+        object.__setattr__(self, "condition_variables", tuple(v for v in self.variables if v.name in read))
 
     def activity(self, activity_id: str) -> Activity:
         """The activity with this id; KeyError names it when missing."""

@@ -72,13 +72,34 @@ def match(definition: ProcessDefinition, message: Mapping[str, Any], message_key
 
 def match_keyed(definition: ProcessDefinition, message: Mapping[str, Any], key: str | None) -> Match:
     """`match` with the correlation key already computed (the dispatcher needs it first, for its batch)."""
+    return match_screened(definition, message, key, screen(definition, message))
+
+
+def screen(definition: ProcessDefinition, message: Mapping[str, Any]) -> bool:
+    """Whether the message meets the trigger condition, reading only the variables the condition names.
+
+    The same answer as with every variable bound: the condition reads no other name.
+
+    Raises:
+        ExpressionError: the condition failed at run time.
+    """
     condition = definition.trigger.condition
+    if condition is None:
+        return True
+    scope: dict[str, Any] = {}
+    for variable in definition.condition_variables:
+        if variable.source is None:
+            scope[variable.name] = variable.value
+        else:
+            found, value = variable.source.find(message)
+            if found:
+                scope[variable.name] = value
+    return bool(condition.evaluate(scope, message))
+
+
+def match_screened(definition: ProcessDefinition, message: Mapping[str, Any], key: str | None, matched: bool) -> Match:
+    """The match of a message already screened (`matched`): its variables extracted."""
     variables, missing = extract(definition, message)
-    matched = True
-    if condition is not None:
-        scope = {v.name: v.value for v in definition.variables if v.source is None}
-        scope.update(variables)
-        matched = bool(condition.evaluate(scope, message))
     return Match(matched, variables, missing, key)
 
 

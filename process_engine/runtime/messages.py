@@ -15,7 +15,7 @@ from process_engine.domain.errors import ConcurrencyConflict, ExpressionError, S
 from process_engine.engine import Cancel, Start, VariablesRefreshed
 from process_engine.engine.commands import InstanceCompleted, InstanceFailed, RecordHistory
 from process_engine.engine.holds import HoldEvent
-from process_engine.engine.triggers import Match, correlation_key, is_queued, match_keyed, plan
+from process_engine.engine.triggers import Match, correlation_key, is_queued, match_screened, plan
 from process_engine.engine.walker import new_instance
 from process_engine.ports import (
     DeadLetter,
@@ -28,6 +28,7 @@ from process_engine.ports import (
 from process_engine.runtime.message_decoding import MessageLimits, Refused, decode_message
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.runtime.retry import ConflictRetry
+from process_engine.runtime.screening import Screened, lookups, screen_all
 from process_engine.runtime.trace_context import join_trace
 from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
 from process_engine.runtime.windows import ledger_windowed, match_windowed
@@ -223,10 +224,18 @@ class MessageDispatcher:
                         fresh.append((message, document))
             keyed = self._keys(unit, fresh, result)
             keys = {(definition.id, key) for _, _, pairs in keyed for definition, key in pairs if key is not None}
-            unit.prefetch_active(keys)  # one query instead of one per message
+            # One query for the active instances of every key, answered while the
+            # conditions are evaluated (the database works while this thread does).
+            wanted = unit.active_unknown(keys)
+            lookup = lookups().submit(self.store.active_by_keys, wanted) if wanted else None
+            try:
+                screened = [(message, document, screen_all(document, pairs)) for message, document, pairs in keyed]
+            finally:
+                found = lookup.result() if lookup is not None else {}
+            unit.adopt_active(wanted, found)
             unit.holds.prefetch(keys)  # the same for the keys of definitions with hold rules
-            for message, document, pairs in keyed:
-                self._message(unit, message, document, pairs, result)
+            for message, document, entries in screened:
+                self._message(unit, message, document, entries, result)
             self._start_queued(unit)
             return result
 
@@ -306,11 +315,19 @@ class MessageDispatcher:
 
     def _message(
         self, unit: UnitOfWork, message: IncomingMessage, document: dict[str, Any],
-        pairs: list[tuple[ProcessDefinition, str | None]], result: BatchResult,
+        entries: list[Screened], result: BatchResult,
     ) -> None:
-        for definition, key in pairs:
+        for definition, key, screened in entries:
             try:
-                found = match_windowed(unit, definition, document, message, key) if definition.windowed else match_keyed(definition, document, key)
+                if isinstance(screened, Exception):
+                    raise screened
+                if screened is None:
+                    found = match_windowed(unit, definition, document, message, key)
+                else:
+                    active = unit.active_by_key(definition.id, key) if key is not None else []
+                    if not (screened or active or definition.trigger.holds):
+                        continue  # most telemetry: nothing to start, refresh or hold
+                    found = match_screened(definition, document, key, screened)
             except Exception as error:  # nothing is changed yet: dead-letter it on the spot
                 reason = str(error) if isinstance(error, ExpressionError) else error_text(error)
                 self._dead_letter(unit, message, f"trigger of {definition.id}: {reason}", result, definition.id)

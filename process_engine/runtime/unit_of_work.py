@@ -93,11 +93,18 @@ class UnitOfWork:
 
     def prefetch_active(self, keys: Iterable[tuple[str, str]]) -> None:
         """Ask the store about many (definition, key) pairs in one query, for active_by_key."""
-        wanted = {key for key in keys if key not in self.stored_active}
+        wanted = self.active_unknown(keys)
         if wanted:
-            found = self.store.active_by_keys(sorted(wanted))
-            for key in wanted:
-                self.stored_active[key] = found.get(key, [])
+            self.adopt_active(wanted, self.store.active_by_keys(wanted))
+
+    def active_unknown(self, keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The pairs whose active instances this unit has not read yet, sorted (for one store query)."""
+        return sorted(key for key in set(keys) if key not in self.stored_active)
+
+    def adopt_active(self, wanted: Iterable[tuple[str, str]], found: Mapping[tuple[str, str], list[InstanceState]]) -> None:
+        """What `store.active_by_keys(wanted)` answered (asked by whoever holds the unit), for active_by_key."""
+        for key in wanted:
+            self.stored_active[key] = found.get(key, [])
 
     def active_by_key(self, definition_id: str, key: str) -> list[InstanceState]:
         """Active instances with this key, including ones created in this unit of work."""
