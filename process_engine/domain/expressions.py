@@ -15,10 +15,12 @@ import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any
 
+from process_engine.domain import compiled_expressions as compiled
 from process_engine.domain import expression_limits as limits
-from process_engine.domain.errors import ExpressionError
+from process_engine.domain.errors import ExpressionError, LimitExceeded
 from process_engine.domain.sandbox import (
     ALLOWED_NODES,
     CONSTANT_NODES,
@@ -56,6 +58,7 @@ class Expression:
     _value_names: tuple[str, ...] = field(repr=False, compare=False)  # names bound per evaluation
     _aliases: Mapping[str, str] = field(repr=False, compare=False)  # identifier -> variable name
     _functions: Mapping[str, Callable[..., Any]] = field(repr=False, compare=False)
+    _code: CodeType | None = field(default=None, repr=False, compare=False)  # compiled_expressions.compile_checked
     _interpreters: threading.local = field(
         default_factory=threading.local, repr=False, compare=False
     )
@@ -87,8 +90,16 @@ class Expression:
             ExpressionError: a name is missing or the expression failed at run time.
         """
         symbols = self._symbols(variables, message)
+        interpreter = self._interpreter()
         try:
-            return self._interpreter().evaluate(self._tree, symbols, self.source, budget)
+            if self._code is not None:
+                try:
+                    return compiled.run(self._code, self._interpreters.names, interpreter, symbols, budget)
+                except LimitExceeded:
+                    raise
+                except Exception:  # the interpreter evaluates it again and says why, in its words
+                    pass
+            return interpreter.evaluate(self._tree, symbols, self.source, budget)
         except ExpressionError as error:
             reason = self._readable(error)
             raise type(error)(f"expression {self.source!r} failed: {reason}") from None
@@ -111,6 +122,7 @@ class Expression:
         interpreter = getattr(self._interpreters, "interpreter", None)
         if interpreter is None:
             interpreter = self._interpreters.interpreter = SandboxInterpreter()
+            self._interpreters.names = compiled.namespace(interpreter)
         return interpreter
 
     def _readable(self, error: ExpressionError) -> str:
@@ -159,7 +171,7 @@ def compile_expression(text: str) -> Expression:
     functions = _bind_functions(tree)
     names_read = (node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
     value_names = tuple(name for name in dict.fromkeys(names_read) if name not in functions)
-    return Expression(text, frozenset(names), tree, value_names, aliases, functions)
+    return Expression(text, frozenset(names), tree, value_names, aliases, functions, compiled.compile_checked(tree))
 
 
 def _rewrite_references(text: str) -> tuple[str, dict[str, str], set[str]]:
