@@ -366,8 +366,9 @@ class MessageDispatcher:
             return
         decided = plan(definition, found, active)
         if message.traceparent is not None:
+            linked = join_trace(message.traceparent, message.tracestate)
             for instance_id in decided.cancel + decided.refresh:
-                unit.linked_traces[instance_id] = join_trace(message.traceparent, message.tracestate)
+                unit.linked_traces[instance_id] = linked
         for instance_id in decided.cancel:
             instance = unit.load(instance_id)
             unit.apply(unit.definition_of(instance), instance, Cancel("restarted by a newer message"), cause)
@@ -410,7 +411,7 @@ class MessageDispatcher:
     def _trace(self, message: IncomingMessage) -> str | None:
         """The trace context an instance this message starts is given (its own, with tracing off)."""
         if self.trace_of is None:
-            return join_trace(message.traceparent, message.tracestate) if message.traceparent is not None else None
+            return join_trace(message.traceparent, message.tracestate)
         return self.trace_of(message)
 
     def _queue(self, unit: UnitOfWork, definition: ProcessDefinition, start: Start, cause: str) -> None:

@@ -18,6 +18,7 @@ _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _INVALID_TRACE_ID = "0" * 32
 _INVALID_SPAN_ID = "0" * 16
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
+TRACE_ID = re.compile(r"[0-9a-f]{32}")  # a trace id as Jaeger and process_history show it
 
 
 def checked_traceparent(text: str | None) -> str | None:

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from process_engine.adapters.http.console import TRACE_ID, with_console
+from process_engine.adapters.http.console import with_console
 from process_engine.adapters.http.guard import READ_ONLY, BodyTooLarge, RequestGuard, error, internal_error, read_body, too_large
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import DefinitionError, StoreError, StoreUnavailable
@@ -32,6 +32,7 @@ from process_engine.engine.events import Cancel, Event, Resume, Retry, Suspend
 from process_engine.ports import HistoryRecord, InstanceQuery, InstanceStore
 from process_engine.runtime.dispatcher import Dispatcher
 from process_engine.runtime.registry import DefinitionRegistry
+from process_engine.runtime.trace_context import TRACE_ID
 from process_engine.runtime.trace_context import trace_id as stored_trace_id
 
 log = logging.getLogger("process_engine.http")

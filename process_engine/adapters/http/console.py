@@ -10,7 +10,6 @@ graphs are drawn by the vendored Mermaid in static/, started by static/console.j
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -40,13 +39,13 @@ from process_engine.domain.errors import DefinitionError, StoreError, StoreUnava
 from process_engine.domain.instance import STATUSES
 from process_engine.ports import InstanceQuery, InstanceStore
 from process_engine.runtime.registry import DefinitionRegistry
+from process_engine.runtime.trace_context import TRACE_ID
 from process_engine.runtime.trace_context import trace_id as stored_trace_id
 
 log = logging.getLogger("process_engine.http")
 PREFIX = "/ui"
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_SIZE = 50
-TRACE_ID = re.compile(r"[0-9a-f]{32}")
 DEAD_LETTERS_SHOWN = 200
 VISITS_WINDOW = timedelta(hours=24)
 # Scripts, styles, images and fetches from this server only. Mermaid writes a <style>

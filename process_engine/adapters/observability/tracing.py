@@ -33,7 +33,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from process_engine.engine.commands import InstanceFailed, RecordHistory
 from process_engine.ports import IncomingMessage, PendingAction, Step
-from process_engine.runtime.trace_context import join_trace, split_trace
+from process_engine.runtime.trace_context import join_trace, split_trace, trace_id
 from process_engine.runtime.tracing import ActionAttempt, NoTracing, Tracing
 
 log = logging.getLogger("process_engine.tracing")
@@ -101,7 +101,9 @@ class _Attempt:
 
     def __init__(self, span: trace.Span):
         self.span = span
-        self.traceparent, self.tracestate = split_trace(stored_trace(span.get_span_context()))
+        context = span.get_span_context()
+        self.traceparent = traceparent(context)
+        self.tracestate = context.trace_state.to_header() or None if context.trace_state else None
 
     def failed(self, error: str) -> None:
         """Mark the span as failed with the error."""
@@ -163,7 +165,7 @@ class SdkTracing:
         decided = [c.data["path"] for c in history if c.data and "path" in c.data and "result" in c.data]
         if decided:
             attributes["process.decision"] = ",".join(str(path) for path in decided)
-        if step.linked_trace and step.linked_trace[3:35] != (instance.trace or "")[3:35]:
+        if step.linked_trace and trace_id(step.linked_trace) != trace_id(instance.trace):
             # A message from a trace of its own refreshed or cancelled the instance: the
             # step stays in the instance's trace and links to the message's.
             links = [*links, Link(_span_context(step.linked_trace), {"process.link": "message"})]
