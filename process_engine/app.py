@@ -24,6 +24,7 @@ from process_engine.adapters.kafka.producer import KafkaPublisher, kafka_config
 from process_engine.adapters.mqtt.publisher import MqttPublisher, MqttSettings
 from process_engine.adapters.observability.metrics import EngineMetrics
 from process_engine.adapters.observability.tracing import tracing_from_environment
+from process_engine.adapters.postgres.active_keys import PostgresActiveKeys
 from process_engine.adapters.postgres.migrations import migrate
 from process_engine.adapters.postgres.store import PostgresInstanceStore
 from process_engine.adapters.postgres.timescale import configure_history
@@ -154,6 +155,7 @@ class Engine:
         migrate(settings.database_url)
         configure_history(settings.database_url, settings.history_retention, settings.history_compress_after)
         self.store = PostgresInstanceStore.connect(settings.database_url)
+        self.active_keys = PostgresActiveKeys.start(settings.database_url)
         self.metrics = EngineMetrics()
         security = kafka_config(settings.kafka_security)
         self.mqtt = MqttPublisher(MqttSettings.from_url(settings.mqtt_url)) if settings.mqtt_url else None
@@ -176,7 +178,7 @@ class Engine:
             on_steps=self._steps_committed, on_batch=self.metrics.batch_done,
             limits=MessageLimits(max_bytes=settings.max_message_bytes), on_holds=self._holds_committed,
             refresh_interval=settings.history_refresh_interval,
-            trace_of=self.tracing.instance_trace if self.tracing.enabled else None,
+            trace_of=self.tracing.instance_trace if self.tracing.enabled else None, active_keys=self.active_keys,
         )
         self.folder = DefinitionFolder(settings.definitions_path, self.registry, self.extensions)
         self.timers = TimerService(self.store, self.dispatcher, clock=self.clock, on_fired=self.metrics.timers_fired)
@@ -300,6 +302,7 @@ class Engine:
         if self.mqtt is not None:
             self.mqtt.close()
         self.kafka.close()
+        self.active_keys.close()
         self.store.close()
         shutdown = getattr(self.tracing, "shutdown", None)
         if shutdown is not None:  # export the spans still buffered

@@ -7,7 +7,7 @@ dataclass costs three times as much to build.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -254,3 +254,21 @@ class InstanceStore(Protocol):
 
     def next_hold_due(self) -> datetime | None:
         """When the earliest hold becomes claimable."""
+
+
+class ActiveKeys(Protocol):
+    """Which (definition id, correlation key) pairs may have an active instance, without a query per batch.
+
+    An index never misses a pair: whatever a commit that finished before the call
+    made active (a start, a retry, from any process) is counted. It may name pairs
+    that have none any more; those are looked up in the store as before.
+    """
+
+    def sync(self) -> Callable[[Sequence[tuple[str, str]]], list[tuple[str, str]]]:
+        """Catch up with every commit finished before this call; returns the filter of `possibly_active`, valid from now on."""
+
+    def possibly_active(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The pairs, of these, that may have an active instance now (all of them when in doubt)."""
+
+    def close(self) -> None:
+        """Stop following the store."""

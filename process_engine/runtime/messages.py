@@ -12,12 +12,14 @@ from typing import Any
 
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.domain.errors import ConcurrencyConflict, ExpressionError, StoreError, StoreUnavailable
+from process_engine.domain.instance import InstanceState
 from process_engine.engine import Cancel, Start, VariablesRefreshed
 from process_engine.engine.commands import InstanceCompleted, InstanceFailed, RecordHistory
 from process_engine.engine.holds import HoldEvent
 from process_engine.engine.triggers import Match, correlation_key, is_queued, match_screened, plan
 from process_engine.engine.walker import new_instance
 from process_engine.ports import (
+    ActiveKeys,
     DeadLetter,
     IncomingMessage,
     InstanceStore,
@@ -28,7 +30,7 @@ from process_engine.ports import (
 from process_engine.runtime.message_decoding import MessageLimits, Refused, decode_message
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.runtime.retry import ConflictRetry
-from process_engine.runtime.screening import Screened, lookups, screen_all
+from process_engine.runtime.screening import Screened, lookups, screen_all, worth_asking
 from process_engine.runtime.trace_context import join_trace
 from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
 from process_engine.runtime.windows import ledger_windowed, match_windowed
@@ -98,6 +100,7 @@ class MessageDispatcher:
         refresh_interval: float = 0.0,
         on_holds: Callable[[list[HoldEvent]], None] | None = None,
         trace_of: Callable[[IncomingMessage], str | None] | None = None,
+        active_keys: ActiveKeys | None = None,
     ):
         self.store = store
         self.registry = registry
@@ -110,6 +113,7 @@ class MessageDispatcher:
         self.refresh_interval = refresh_interval  # HISTORY_REFRESH_INTERVAL, seconds (0: every change)
         self.on_holds = on_holds  # told what the trigger hold rules did, once committed
         self.trace_of = trace_of  # the trace context of an instance a message starts (Tracing.instance_trace)
+        self.active_keys = active_keys  # spares the query for keys no instance is active for
 
     # -- the unit-of-work loop ------------------------------------------------
     def _run(self, work: Callable[[UnitOfWork], Any]) -> tuple[Any, list[Step]]:
@@ -208,6 +212,8 @@ class MessageDispatcher:
 
         def work(unit: UnitOfWork) -> BatchResult:
             result = BatchResult()
+            # The index's round trip needs nothing from the batch: it runs while the batch is decoded.
+            synced = lookups().submit(self.active_keys.sync) if self.active_keys is not None else None
             to_check = [m.coordinate for m in messages]
             if marks is not None:  # above its partition's mark, a message cannot be in the ledger
                 to_check = [c for c in to_check if c.offset <= marks.get((c.topic, c.partition), -1)]
@@ -227,7 +233,8 @@ class MessageDispatcher:
             # One query for the active instances of every key, answered while the
             # conditions are evaluated (the database works while this thread does).
             wanted = unit.active_unknown(keys)
-            lookup = lookups().submit(self.store.active_by_keys, wanted) if wanted else None
+            asked = worth_asking(synced, wanted)
+            lookup = lookups().submit(self.store.active_by_keys, asked) if asked else None
             try:
                 screened = [(message, document, screen_all(document, pairs)) for message, document, pairs in keyed]
             finally:
@@ -321,6 +328,7 @@ class MessageDispatcher:
             try:
                 if isinstance(screened, Exception):
                     raise screened
+                active = None
                 if screened is None:
                     found = match_windowed(unit, definition, document, message, key)
                 else:
@@ -333,7 +341,7 @@ class MessageDispatcher:
                 self._dead_letter(unit, message, f"trigger of {definition.id}: {reason}", result, definition.id)
                 continue
             try:
-                self._trigger(unit, definition, message, document, found, result)
+                self._trigger(unit, definition, message, document, found, result, active)
             except Exception as error:  # the unit may be half-changed, so the batch is redone without it
                 raise PoisonedMessage(message, f"handling for {definition.id}: {error_text(error)}") from error
             if definition.windowed:  # counted in the window: a redelivery must not count again
@@ -355,9 +363,11 @@ class MessageDispatcher:
 
     def _trigger(
         self, unit: UnitOfWork, definition: ProcessDefinition, message: IncomingMessage, document: dict[str, Any],
-        found: Match, result: BatchResult,
+        found: Match, result: BatchResult, active: list[InstanceState] | None = None,
     ) -> None:
-        active = unit.active_by_key(definition.id, found.correlation_key) if found.correlation_key is not None else []
+        """Start, refresh, cancel or hold for one match; `active` is its key's active instances, if read already."""
+        if active is None:
+            active = unit.active_by_key(definition.id, found.correlation_key) if found.correlation_key is not None else []
         if not (found.matched or active or definition.trigger.holds):
             return  # most telemetry: nothing to start, refresh or hold
         cause = f"{message.coordinate.topic}:{message.coordinate.partition}:{message.coordinate.offset}"

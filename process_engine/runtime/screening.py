@@ -1,15 +1,19 @@
 """Screening a batch of trigger messages: each condition evaluated while the active-instance query runs.
 
 Most telemetry starts nothing: its condition is false and its key has no active
-instance. A batch asks the store for the active instances of all its keys in one
-query; the conditions need nothing from that answer, so they are evaluated on the
-consumer's thread while the query waits on the database in `lookups()`.
+instance. The active-key index (ports.ActiveKeys) rules most such keys out without
+a query: its sync runs in `lookups()` while the batch is decoded. The batch then asks
+the store for the active instances of the keys left, in one query; the conditions
+need nothing from that answer, so they are evaluated on the consumer's thread while
+the query waits on the database in `lookups()`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from process_engine.domain.definition import ProcessDefinition
@@ -18,7 +22,9 @@ from process_engine.engine.triggers import screen
 # A definition, the message's key for it, and its condition's outcome: True or False,
 # the error it raised, or None for a windowed definition (matched with its window state).
 Screened = tuple[ProcessDefinition, str | None, bool | Exception | None]
+Pair = tuple[str, str]  # (definition id, correlation key)
 _POOL: list[ThreadPoolExecutor] = []
+log = logging.getLogger("process_engine.dispatcher")
 _LOCK = threading.Lock()
 
 
@@ -47,3 +53,14 @@ def screen_all(document: dict[str, Any], pairs: list[tuple[ProcessDefinition, st
         except Exception as error:  # dead-lettered in order, with the batch's other outcomes
             entries.append((definition, key, error))
     return entries
+
+
+def worth_asking(synced: Future[Callable[[list[Pair]], list[Pair]]] | None, wanted: list[Pair]) -> list[Pair]:
+    """The pairs worth a query: those the active-key index, synced since the batch was polled, cannot rule out."""
+    if synced is None or not wanted:
+        return wanted
+    try:
+        return synced.result()(wanted)
+    except Exception as error:  # the index is only a shortcut: ask the store about every key
+        log.debug("active-key index unusable (%s: %s); querying every key", type(error).__name__, error)
+        return wanted

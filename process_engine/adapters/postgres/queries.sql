@@ -470,3 +470,13 @@ SELECT remove_compression_policy('process_history', if_exists => TRUE)
 
 -- name: timescale_add_compression
 SELECT add_compression_policy('process_history', compress_after => %(interval)s::interval)
+
+-- name: notify_active_keys
+-- The active-key index's sync notice (adapters/postgres/active_keys.py).
+SELECT pg_notify(%(channel)s, %(payload)s)
+
+-- name: active_keys
+-- Every (definition, key) pair with an active instance: the active-key index's load.
+SELECT DISTINCT definition_id, correlation_key
+FROM process_instances
+WHERE status IN ('running', 'suspended') AND correlation_key IS NOT NULL

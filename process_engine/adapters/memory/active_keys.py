@@ -1,0 +1,26 @@
+"""ActiveKeys for the in-memory store: exact, read from the store itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from process_engine.adapters.memory.store import MemoryInstanceStore
+
+
+class MemoryActiveKeys:
+    """Every pair with an active instance in the store, and no other (a process has no other writers)."""
+
+    def __init__(self, store: MemoryInstanceStore):
+        self.store = store
+
+    def sync(self) -> Callable[[Sequence[tuple[str, str]]], list[tuple[str, str]]]:
+        """Nothing to catch up on: the filter reads the store when it is used."""
+        return self.possibly_active
+
+    def possibly_active(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The pairs with an active instance now."""
+        found = self.store.active_by_keys(pairs)
+        return [pair for pair in pairs if pair in found]
+
+    def close(self) -> None:
+        """Nothing to release."""

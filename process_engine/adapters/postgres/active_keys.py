@@ -1,0 +1,209 @@
+"""The in-memory index of correlation keys that may have an active instance, kept by LISTEN.
+
+Migration 0008 makes PostgreSQL send a notice on `process_engine_active_keys` for
+every commit that makes an instance with a key active, whoever the writer is (this
+engine, another replica, the API, a retry from the command line). This index loads
+the active keys once, then adds every pair the notices name; keys whose instances
+ended stay in it (an answer of "maybe" costs one look-up) until the next full
+re-read prunes them.
+
+Why a batch may trust it: `sync` sends a sync notice on a channel of the
+listening connection's own and reads until it is back, on the caller's thread.
+PostgreSQL delivers notices in commit order, so once the sync is back every notice
+of a commit that finished before the call has been read. Until the index has
+loaded, after its connection drops, while another thread is using the connection, or
+when the sync does not come back with its own result, it answers "maybe" for every
+pair: the engine then queries as it did without the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import orjson
+import psycopg
+
+from process_engine.adapters.postgres.queries import query
+
+log = logging.getLogger(__name__)
+CHANNEL = "process_engine_active_keys"
+Pair = tuple[str, str]
+
+
+def _every_pair(pairs: Sequence[Pair]) -> list[Pair]:
+    """The filter of an index that cannot be trusted now: every pair may be active."""
+    return list(pairs)
+
+
+class PostgresActiveKeys:
+    """ActiveKeys for the PostgreSQL store: one listening connection and a thread that keeps it."""
+
+    def __init__(self, conninfo: str, reload_interval: float = 600.0, retry_delay: float = 1.0, drain_interval: float = 1.0):
+        self.conninfo = conninfo
+        self.reload_interval = reload_interval  # seconds between re-reads that drop keys no longer active
+        self.retry_delay = retry_delay  # seconds between attempts to reconnect
+        self.drain_interval = drain_interval  # an idle index reads its notices this often
+        self._keys: set[int] = set()  # hashes: a collision only answers "maybe"
+        self._loading: set[int] | None = None  # notices read while a load runs, added to its result
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()  # the connection: one sync, load or drain at a time
+        self._ready = threading.Event()
+        self._reload = False  # a pair too long for a notice was made active: re-read before answering
+        self._sent = 0  # the last sync notice sent
+        self._seen = 0  # the last sync notice read back
+        self._loaded = 0.0
+        self._used = 0.0
+        self._sync_channel = ""  # this connection's own channel for syncs: no other listener reads them
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name="active-keys", daemon=True)
+
+    @classmethod
+    def start(cls, conninfo: str, **options: float) -> PostgresActiveKeys:
+        """An index following `conninfo`; it answers "maybe" until its first load is done."""
+        index = cls(conninfo, **options)
+        index._thread.start()
+        return index
+
+    @property
+    def ready(self) -> bool:
+        """Whether the index has its keys (else every answer is "maybe")."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the index has loaded; False if it has not within `timeout` seconds."""
+        return self._ready.wait(timeout)
+
+    def sync(self) -> Callable[[Sequence[Pair]], list[Pair]]:
+        """Read every notice of a commit finished before this call; returns the filter that may then be used.
+
+        The filter keeps the pairs that may have an active instance (every pair, when
+        the index cannot be trusted now). It stays right after later commits too: the
+        index only grows between re-reads, and a re-read covers what it replaces.
+        """
+        if not self._lock.acquire(blocking=False):  # another thread syncs or reloads: ask the store
+            return _every_pair
+        try:
+            conn = self._conn
+            if conn is None or not self._sync(conn):
+                return _every_pair
+        finally:
+            self._lock.release()
+        return self._possible
+
+    def possibly_active(self, pairs: Sequence[Pair]) -> list[Pair]:
+        """The pairs that may have an active instance, every commit finished before this call counted."""
+        return self.sync()(pairs) if pairs else []
+
+    def _possible(self, pairs: Sequence[Pair]) -> list[Pair]:
+        keys = self._keys
+        return [pair for pair in pairs if hash(pair) in keys]
+
+    def close(self) -> None:
+        """Stop listening and close the connection."""
+        self._stop.set()
+        self._thread.join(5.0)
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- on the caller's thread, holding the lock ---------------------------------------
+    def _sync(self, conn: psycopg.Connection) -> bool:
+        """Read every notice up to a sync of our own; False when that cannot be had."""
+        self._sent += 1
+        self._used = time.monotonic()
+        try:
+            # psycopg hands each notice read before the result to `_notice`.
+            conn.execute(query("notify_active_keys"), {"channel": self._sync_channel, "payload": str(self._sent)})
+            if self._reload:
+                self._load(conn)
+        except psycopg.Error as error:
+            self._lost(conn, error)
+            return False
+        if self._seen < self._sent:  # PostgreSQL sends its own notices before the result: not expected
+            log.debug("active-key sync %d not back with its result; asking the store instead", self._sent)
+            return False
+        return True
+
+    def _load(self, conn: psycopg.Connection) -> None:
+        """Re-read every active key; notices read meanwhile join the new set."""
+        self._reload = False
+        self._loading = set()
+        try:
+            rows = conn.execute(query("active_keys")).fetchall()
+            self._keys = {hash((definition_id, key)) for definition_id, key in rows} | self._loading
+        finally:
+            self._loading = None
+        self._loaded = time.monotonic()
+        log.debug("active-key index loaded: %d key(s)", len(self._keys))
+
+    def _notice(self, notice: psycopg.Notify) -> None:
+        """Apply one notice (psycopg's notify handler, called while the lock's holder reads)."""
+        payload = notice.payload
+        if notice.channel == self._sync_channel:
+            self._seen = max(self._seen, int(payload))
+            return
+        if payload == "overflow":
+            self._reload = True
+            return
+        added = {hash((definition_id, key)) for definition_id, key in orjson.loads(payload)}
+        self._keys |= added
+        if self._loading is not None:
+            self._loading |= added
+
+    def _lost(self, conn: psycopg.Connection, error: Exception) -> None:
+        log.warning("active-key index lost its database connection (%s); batches query the store until it is back", error)
+        self._ready.clear()
+        self._conn = None
+        conn.close()
+
+    # -- the keeper thread: connects, reconnects, re-reads, and reads notices when idle ---
+    def _keep(self) -> None:
+        while not self._stop.is_set():
+            if self._conn is None:
+                self._connect()
+                if self._conn is None:
+                    self._stop.wait(self.retry_delay)
+                    continue
+            if self._stop.wait(self.drain_interval):
+                return
+            if not self._lock.acquire(blocking=False):
+                continue  # in use, so it is read anyway
+            try:
+                conn = self._conn
+                if conn is None:
+                    continue
+                try:
+                    if self._reload or time.monotonic() - self._loaded > self.reload_interval:
+                        self._load(conn)
+                    elif time.monotonic() - self._used > self.drain_interval:
+                        conn.execute("SELECT 1")  # reads the notices waiting on the socket
+                except psycopg.Error as error:
+                    self._lost(conn, error)
+            finally:
+                self._lock.release()
+
+    def _connect(self) -> None:
+        try:
+            conn = psycopg.connect(self.conninfo, autocommit=True)
+        except psycopg.Error as error:
+            log.warning("active-key index cannot connect (%s); batches query the store until it can", error)
+            return
+        try:
+            # A sync's commit need not wait for the disk: nothing is kept of it.
+            conn.execute("SET synchronous_commit = off")
+            conn.add_notify_handler(self._notice)
+            with self._lock:
+                self._sync_channel = f"{CHANNEL}_sync_{conn.info.backend_pid}"
+                # Listening first: a commit after the load's snapshot is in a notice read after it.
+                conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(f"LISTEN {self._sync_channel}")
+                self._load(conn)
+                self._conn = conn
+            self._ready.set()
+        except psycopg.Error as error:
+            log.warning("active-key index could not load (%s); batches query the store until it can", error)
+            conn.close()

@@ -1,0 +1,107 @@
+"""One contract for every ActiveKeys index: the memory store's and PostgreSQL's LISTEN-kept one.
+
+The promise the dispatcher relies on: a pair made active by a commit that finished
+before the call is never ruled out, whichever writer made it, however long its key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from process_engine.adapters.memory.active_keys import MemoryActiveKeys
+from process_engine.adapters.memory.store import MemoryInstanceStore
+from process_engine.adapters.postgres import PostgresInstanceStore
+from process_engine.adapters.postgres.active_keys import PostgresActiveKeys
+from process_engine.ports import ActiveKeys, InstanceStore, Step, StoredDefinition
+from tests.contract.test_instance_store import instance
+
+
+class Subject:
+    """A store and the index following it; `url` is the database's, None for memory."""
+
+    def __init__(self, store: InstanceStore, index: ActiveKeys, url: str | None):
+        self.store, self.index, self.url = store, index, url
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    url = request.getfixturevalue("database_url") if request.param == "postgres" else None
+    store: InstanceStore = MemoryInstanceStore() if url is None else PostgresInstanceStore.connect(url, max_size=2)
+    store.save_definition(StoredDefinition("flow", 0, "Flow", {"activities": []}, "hash-1"))
+    store.commit([Step(instance(correlation_key="before-start"), None)])  # active before the index starts
+    if url is None:
+        index: ActiveKeys = MemoryActiveKeys(store)  # type: ignore[arg-type]
+    else:
+        index = PostgresActiveKeys.start(url, retry_delay=0.2)
+        assert index.wait_ready(10), "the index did not load within 10 s"
+    try:
+        yield Subject(store, index, url)
+    finally:
+        index.close()
+        store.close()
+
+
+def test_a_key_is_active_as_soon_as_the_commit_that_started_it_returns(subject: Subject) -> None:
+    asked = [("flow", "hp-1"), ("flow", "hp-2"), ("other", "hp-1"), ("flow", "before-start")]
+    assert subject.index.possibly_active(asked) == [("flow", "before-start")]
+    subject.store.commit([Step(instance(correlation_key="hp-1"), None)])
+    assert subject.index.possibly_active(asked) == [("flow", "hp-1"), ("flow", "before-start")]
+    assert subject.index.possibly_active([]) == []
+
+
+def test_instances_that_were_never_active_or_have_no_key_make_no_key_active(subject: Subject) -> None:
+    subject.store.commit([
+        Step(instance(correlation_key="done", status="completed", tokens=()), None),
+        Step(instance(correlation_key=None), None),
+    ])
+    assert subject.index.possibly_active([("flow", "done"), ("flow", "")]) == []
+
+
+def test_a_suspended_or_retried_instance_counts_like_a_new_one(subject: Subject) -> None:
+    failed = instance(correlation_key="retried", status="failed", tokens=(), error="boom")
+    parked = instance(correlation_key="parked", status="suspended")
+    subject.store.commit([Step(failed, None), Step(parked, None)])
+    assert subject.index.possibly_active([("flow", "retried"), ("flow", "parked")]) == [("flow", "parked")]
+    subject.store.commit([Step(failed.with_changes(status="running", error=None, tokens=instance().tokens), 1)])
+    assert subject.index.possibly_active([("flow", "retried")]) == [("flow", "retried")]
+
+
+def test_keys_of_any_size_and_spelling_are_followed(subject: Subject) -> None:
+    odd = ["quote ' and \" and \\", "ünïcode ☃", "comma,[bracket]", "x" * 20_000]
+    many = [f"bulk-{n:04d}-{'y' * 40}" for n in range(600)]  # more than one notice's worth
+    subject.store.commit([Step(instance(correlation_key=key), None) for key in odd + many])
+    asked = [("flow", key) for key in odd + many]
+    assert subject.index.possibly_active(asked) == asked
+    assert subject.index.possibly_active([("flow", "x" * 19_999)]) == []
+
+
+@pytest.mark.parametrize("subject", ["postgres"], indirect=True)  # the memory store has one writer
+def test_an_instance_written_by_another_process_counts_at_once(subject: Subject) -> None:
+    assert subject.url is not None
+    other = PostgresInstanceStore.connect(subject.url, max_size=1)
+    try:
+        other.commit([Step(instance(correlation_key="elsewhere"), None)])
+    finally:
+        other.close()
+    assert subject.index.possibly_active([("flow", "elsewhere")]) == [("flow", "elsewhere")]
+
+
+@pytest.mark.parametrize("subject", ["postgres"], indirect=True)  # the memory store has one writer
+def test_a_lost_connection_answers_maybe_until_the_index_has_reloaded(subject: Subject) -> None:
+    assert subject.url is not None
+    index = subject.index
+    assert isinstance(index, PostgresActiveKeys)
+    with psycopg.connect(subject.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()")
+        # Written while the index may be reconnecting: it must be in the reloaded set.
+        subject.store.commit([Step(instance(correlation_key="during-outage"), None)])
+    asked = [("flow", "during-outage"), ("flow", "never")]
+    assert set(index.possibly_active(asked)) >= {("flow", "during-outage")}  # "maybe" for both while down
+    deadline = time.monotonic() + 10
+    while index.possibly_active(asked) != [("flow", "during-outage")]:  # precise again once reconnected and reloaded
+        assert time.monotonic() < deadline, "the index did not come back within 10 s"
+        time.sleep(0.1)
