@@ -225,6 +225,27 @@ def test_history_orders_by_time_then_insertion_with_metadata(store: InstanceStor
     assert {r.instance_id for r in records} == {state.id}
 
 
+@pytest.mark.parametrize("rows", [1, 40, 200])  # PostgreSQL: array statements up to 64 rows, COPY above
+def test_history_and_ledger_rows_read_back_the_same_whatever_the_batch_size(store: InstanceStore, rows: int) -> None:
+    state = instance(trace="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    odd = ["quote ' \" \\ tab\t", "ünïcode ☃", None]
+    commands = tuple(
+        RecordHistory(f"a{n}", "completed", T0 + timedelta(microseconds=n), {"n": n, "text": odd[n % 3]}, odd[n % 3])
+        for n in range(rows)
+    )
+    coordinates = [MessageCoordinate("telemetry", n % 3, n) for n in range(rows)]
+    store.commit([Step(state, None, commands, correlation_id="msg-1")], [LedgerEntry(c, "flow", state.id) for c in coordinates])
+    records = store.history(state.id)
+    assert [(r.activity_id, r.timestamp, r.data, r.message) for r in records] == [
+        (f"a{n}", T0 + timedelta(microseconds=n), {"n": n, "text": odd[n % 3]}, odd[n % 3]) for n in range(rows)
+    ]
+    assert {(r.correlation_id, r.trace_id) for r in records} == {("msg-1", "4bf92f3577b34da6a3ce929d0e0e4736")}
+    assert store.seen_messages(coordinates + [MessageCoordinate("telemetry", 0, rows + 3)]) == set(coordinates)
+    with pytest.raises(ConcurrencyConflict):  # a message already in the ledger, whichever way it is written
+        store.commit([Step(instance(), None)], [LedgerEntry(c, "flow", None) for c in coordinates])
+    assert len(store.find_instances(InstanceQuery())) == 1
+
+
 # --- timers ----------------------------------------------------------------------
 
 

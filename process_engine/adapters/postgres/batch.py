@@ -13,6 +13,9 @@ from process_engine.runtime.hold_rows import HoldRow
 
 Statement = tuple[str, dict[str, Any]]
 Copy = tuple[str, list[tuple[Any, ...]]]  # a COPY ... FROM STDIN and its rows
+# Up to this many history and ledger rows go in array statements, not COPY: each COPY
+# is a round trip of its own, which a small batch waits for more than it gains.
+MAX_ROWS_WITHOUT_COPY = 64
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,27 @@ def batch_statements(plan: CommitPlan) -> list[Statement]:
     return [statement for statement in candidates if statement is not None]
 
 
+def batch_write(plan: CommitPlan, steps: int) -> BatchWrite:
+    """The statements and COPYs that write `plan`.
+
+    A small batch (the latency case: a few messages at a time) writes its history and
+    ledger rows with two more array statements, so the whole transaction is one
+    pipeline and one round trip; a large one COPYs them after the statements.
+    """
+    if len(plan.history) + len(plan.ledger) > MAX_ROWS_WITHOUT_COPY:
+        return BatchWrite(steps, batch_statements(plan), batch_copies(plan))
+    small = [
+        _columns("insert_history", plan.history, _HISTORY_COLUMNS),
+        _columns("insert_ledger", plan.ledger, _LEDGER_COLUMNS),
+    ]
+    return BatchWrite(steps, batch_statements(plan) + [statement for statement in small if statement is not None], [])
+
+
 def batch_copies(plan: CommitPlan) -> list[Copy]:
     """The history and ledger rows, for COPY after the statements: most of a batch's rows.
 
     COPY formats rows in C; array parameters are built element by element in Python,
-    which cost more than everything else a commit does.
+    which cost more than everything else a commit does, for large batches.
     """
     copies = [
         (query("copy_history"), plan.history),

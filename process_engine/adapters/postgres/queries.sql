@@ -126,6 +126,27 @@ FROM unnest(
        trace_context)
 ON CONFLICT (idempotency_key) DO NOTHING
 
+-- name: insert_history
+-- A small batch's history rows (batch.batch_write): the same text COPY would send.
+INSERT INTO process_history (
+    id, instance_id, activity_id, event_type, timestamp, data, message,
+    correlation_id, causation_id, trace_id
+)
+SELECT r.id::uuid, r.instance_id::uuid, r.activity_id, r.event_type, r.timestamp::timestamptz,
+       r.data::jsonb, r.message, r.correlation_id, r.causation_id, r.trace_id
+FROM unnest(
+    %(id)b::text[], %(instance_id)b::text[], %(activity_id)b::text[], %(event_type)b::text[],
+    %(timestamp)b::text[], %(data)b::text[], %(message)b::text[], %(correlation_id)b::text[],
+    %(causation_id)b::text[], %(trace_id)b::text[]
+) AS r(id, instance_id, activity_id, event_type, timestamp, data, message, correlation_id, causation_id, trace_id)
+
+-- name: insert_ledger
+-- A small batch's ledger entries (batch.batch_write).
+INSERT INTO trigger_ledger (topic, partition, "offset", definition_id, instance_id)
+SELECT r.topic, r.partition, r."offset", r.definition_id, r.instance_id::uuid
+FROM unnest(%(topic)b::text[], %(partition)b::int[], %(offset)b::bigint[], %(definition_id)b::text[], %(instance_id)b::text[])
+    AS r(topic, partition, "offset", definition_id, instance_id)
+
 -- name: copy_ledger
 COPY trigger_ledger (topic, partition, "offset", definition_id, instance_id) FROM STDIN
 

@@ -13,7 +13,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from process_engine.adapters.postgres.batch import BatchWrite, batch_copies, batch_statements
+from process_engine.adapters.postgres.batch import BatchWrite, batch_write
 from process_engine.adapters.postgres.errors import translated
 from process_engine.adapters.postgres.queries import query
 from process_engine.domain.errors import StoreError
@@ -119,8 +119,7 @@ class PostgresInstanceStore:
         holds: Sequence[HoldWrite] = (),
     ) -> BatchWrite:
         """The batch checked and shaped into statements and COPY rows, for `commit_prepared`."""
-        plan = plan_commit(steps, ledger, dead_letters, holds=holds)
-        return BatchWrite(len(steps), batch_statements(plan), batch_copies(plan))
+        return batch_write(plan_commit(steps, ledger, dead_letters, holds=holds), len(steps))
 
     def commit_prepared(self, prepared: BatchWrite) -> None:
         """Run a prepared batch's statements and COPYs in one transaction."""
@@ -129,6 +128,12 @@ class PostgresInstanceStore:
             return
         what = f"committing {prepared.steps} step(s)"
         with translated(what, unique_is_conflict=True), self._connection() as conn:
+            if not copies:  # BEGIN, the statements and COMMIT in one pipeline: one round trip
+                with conn.pipeline(), conn.transaction():
+                    cursor = conn.cursor()
+                    for sql, params in statements:
+                        cursor.execute(sql, params)
+                return
             with conn.transaction():
                 cursor = conn.cursor()
                 if statements:
