@@ -70,7 +70,10 @@ class ConsumerSettings:
             "reconnect.backoff.max.ms": 10000,
             # A broker may hold a fetch this long before answering, however few bytes are
             # waiting (Tansu does, and the default 500 ms put p50 latency above 100 ms).
-            "fetch.wait.max.ms": 20,
+            # 10 ms, not 20: S3's p99 at 200 msg/s went from 26-29 to 17 ms, for 1.5 % more
+            # of a core on an idle Tansu (a broker that answers as data arrives, as
+            # Redpanda does, only sees more idle fetches).
+            "fetch.wait.max.ms": 10,
         }
         config.update(self.security)
         config.update(self.extra)
