@@ -220,7 +220,7 @@ class MessageDispatcher:
             seen = self.store.seen_messages(to_check) if to_check else set()
             fresh: list[tuple[IncomingMessage, dict[str, Any]]] = []
             for message in messages:
-                if message.coordinate in seen:
+                if seen and message.coordinate in seen:
                     result.duplicates += 1
                 elif poisoned and message.coordinate in poisoned:
                     self._dead_letter(unit, message, poisoned[message.coordinate], result)

@@ -111,6 +111,8 @@ class UnitOfWork:
         pair = (definition_id, key)
         if pair not in self.stored_active:
             self.stored_active[pair] = self.store.active_by_key(definition_id, key)
+        elif not self.stored_active[pair] and pair not in self.carried_keys and pair not in self.created:
+            return []  # most telemetry: a key no instance is active for
         found = {stored.id: self._adopt(stored) for stored in self.stored_active[pair]}
         for instance_id in self.carried_keys.get(pair, ()):
             found[instance_id] = self._adopt_carried(instance_id)
