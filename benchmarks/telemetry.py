@@ -100,6 +100,15 @@ def produce(bootstrap: str, topic: str, values: Callable[[int], bytes], count: i
         raise TimeoutError(f"messages to {topic} were not all delivered within 60 s")
 
 
+def raw_rates(bootstrap: str, topic: str, count: int, batch_size: int, threshold: float, runs: int = 3) -> list[float]:
+    """The raw consume, decode and compare of the topic, `runs` times: the limit is the best of them.
+
+    One run alone is not the machine's limit: Tansu now and then serves a consumer at a
+    fifth of its usual rate for a whole run (seen here: 175,000 against 1,000,000 msg/s).
+    """
+    return [consume_rate(bootstrap, topic, count, batch_size, threshold=threshold) for _ in range(runs)]
+
+
 class CommittedOffsets:
     """Watches a consumer group's committed offsets on one topic."""
 
@@ -133,20 +142,20 @@ class CommittedOffsets:
 def screening(bootstrap: str, group: str, folder: Path, topic: str, count: int, batch_size: int) -> dict[str, Any]:
     """S1: `count` readings of 1,000 devices, none meeting the condition."""
     produce(bootstrap, topic, lambda n: reading(n, f"s-{n % 1000}", 20.0 + (n % 50) / 10), count)
-    raw = consume_rate(bootstrap, topic, count, batch_size, threshold=1000.0)
+    raws = raw_rates(bootstrap, topic, count, batch_size, threshold=1000.0)
     watch = CommittedOffsets(bootstrap, group, topic)
     try:
         (folder / "bench-screen.yaml").write_text(SCREENING.format(topic=topic), encoding="utf-8")
         rate = watch.rate(count, 300)
     finally:
         watch.close()
-    return {"rate": rate, "raw": raw, "count": count}
+    return {"rate": rate, "raw": max(raws), "raw_runs": raws, "count": count}
 
 
 def refresh(bootstrap: str, group: str, folder: Path, topic: str, database_url: str, keys: int, count: int, batch_size: int) -> dict[str, Any]:
     """S2: `keys` instances start and wait, then `count` readings refresh them."""
     produce(bootstrap, topic, lambda n: reading(n, f"r-{n % keys}", 20.0 + (n % 50) / 10), keys + count)
-    raw = consume_rate(bootstrap, topic, keys + count, batch_size, threshold=0.0)
+    raws = raw_rates(bootstrap, topic, keys + count, batch_size, threshold=0.0)
     watch = CommittedOffsets(bootstrap, group, topic)
     try:
         (folder / "bench-refresh.yaml").write_text(REFRESH.format(topic=topic), encoding="utf-8")
@@ -155,7 +164,7 @@ def refresh(bootstrap: str, group: str, folder: Path, topic: str, database_url: 
         watch.close()
     rows = execute(database_url, "SELECT count(*) FROM process_history h JOIN process_instances i ON i.id = h.instance_id "
                                  "WHERE i.definition_id = 'bench-refresh' AND h.event_type = 'variable_changed'")[0][0]
-    return {"rate": rate, "raw": raw, "count": count, "keys": keys, "history_rows": int(rows), "rows_per_refresh": int(rows) / count}
+    return {"rate": rate, "raw": max(raws), "raw_runs": raws, "count": count, "keys": keys, "history_rows": int(rows), "rows_per_refresh": int(rows) / count}
 
 
 def rows_per_refresh_at_one_per_second(keys: int = 20, seconds: int = 600, interval: float = 60.0) -> float:
