@@ -59,6 +59,8 @@ def advance(
         instance = new_instance(definition, event, now)
     elif instance is None:
         raise ValueError(f"{type(event).__name__} needs an existing instance")
+    elif isinstance(event, VariablesRefreshed) and _changes_nothing(instance, event):
+        return instance, []  # most refreshes: the reading repeats what the instance holds
     run = Run(definition, instance, now)
     if isinstance(event, Start):
         _start(run, event)
@@ -127,6 +129,21 @@ def _walk(run: Run) -> None:
                 run.fail(token.activity_id, str(error))
                 return
         activities.execute(run, token)
+
+
+def _changes_nothing(instance: InstanceState, event: VariablesRefreshed) -> bool:
+    """Whether a refresh would leave the instance as it is: every value already held, none missing, no condition to recheck.
+
+    `_refresh` then records nothing and moves no token; telling it here spares
+    copying the instance into a Run and freezing it again for every repeated reading.
+    """
+    if event.missing or instance.status != "running" or instance.compensating is not None:
+        return False
+    variables = instance.variables
+    for name, value in event.values.items():
+        if name not in variables or variables[name] != value:
+            return False
+    return not any(token.waiting == WAIT_CONDITION for token in instance.tokens)
 
 
 def _refresh(run: Run, event: VariablesRefreshed) -> None:

@@ -21,8 +21,9 @@ from process_engine.engine import (
     Suspend,
     TimerFired,
     VariablesRefreshed,
+    walker,
 )
-from process_engine.engine.walker import retry_delay
+from process_engine.engine.walker import advance, retry_delay
 from tests.unit.walking import T0, Scenario, definition_from, example
 
 RETRYING = """
@@ -255,3 +256,34 @@ def test_the_walker_is_deterministic() -> None:
     second = Scenario(definition, False)
     assert first.send(Start("d-1")) == second.send(Start("d-1"))
     assert first.instance == second.instance
+
+
+TIMED = """
+id: timed
+trigger: {type: api}
+variables:
+  - {name: temperature, source: fields.t}
+activities:
+  - {id: start, type: start}
+  - {id: hold, type: timer, duration: 1h}
+  - {id: end, type: end}
+"""
+
+
+def test_a_refresh_that_repeats_every_value_is_what_the_full_walk_makes_of_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    definition = definition_from(TIMED)
+    first, _ = advance(definition, None, Start("r-1", variables={"temperature": 21.5}), T0)
+    repeat = VariablesRefreshed({"temperature": 21.5}, (), 60.0)
+    shortcut = advance(definition, first, repeat, T0 + timedelta(minutes=5))
+    assert shortcut[0] is first and shortcut[1] == []
+    monkeypatch.setattr(walker, "_changes_nothing", lambda instance, event: False)  # the full walk, for comparison
+    assert advance(definition, first, repeat, T0 + timedelta(minutes=5)) == shortcut
+    monkeypatch.undo()
+    # Not the shortcut: a changed value, a missing one, a condition to recheck.
+    changed, commands = advance(definition, first, VariablesRefreshed({"temperature": 22.0}), T0)
+    assert changed.variables["temperature"] == 22.0 and commands
+    _, commands = advance(definition, first, VariablesRefreshed({"temperature": 21.5}, ("level",)), T0)
+    assert [c.event_type for c in commands if isinstance(c, RecordHistory)] == ["variable_missing"]
+    waiting = definition_from(WAITING)
+    parked, _ = advance(waiting, None, Start("w-9", variables={"level": 50}), T0)
+    assert not walker._changes_nothing(parked, VariablesRefreshed({"level": 50}))
