@@ -23,6 +23,7 @@ from process_engine.engine.triggers import screen
 # the error it raised, or None for a windowed definition (matched with its window state).
 Screened = tuple[ProcessDefinition, str | None, bool | Exception | None]
 Pair = tuple[str, str]  # (definition id, correlation key)
+SYNC_WAIT_SECONDS = 2.0  # how long a batch waits for the active-key index before querying every key
 _POOL: list[ThreadPoolExecutor] = []
 log = logging.getLogger("process_engine.dispatcher")
 _LOCK = threading.Lock()
@@ -60,7 +61,7 @@ def worth_asking(synced: Future[Callable[[list[Pair]], list[Pair]]] | None, want
     if synced is None or not wanted:
         return wanted
     try:
-        return synced.result()(wanted)
-    except Exception as error:  # the index is only a shortcut: ask the store about every key
+        return synced.result(timeout=SYNC_WAIT_SECONDS)(wanted)
+    except Exception as error:  # TimeoutError too: a stuck sync holds up no batch  # the index is only a shortcut: ask the store about every key
         log.debug("active-key index unusable (%s: %s); querying every key", type(error).__name__, error)
         return wanted

@@ -105,3 +105,14 @@ def test_a_lost_connection_answers_maybe_until_the_index_has_reloaded(subject: S
     while index.possibly_active(asked) != [("flow", "during-outage")]:  # precise again once reconnected and reloaded
         assert time.monotonic() < deadline, "the index did not come back within 10 s"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("subject", ["postgres"], indirect=True)  # anyone may NOTIFY a PostgreSQL channel
+def test_notices_it_cannot_read_cost_a_re_read_not_the_index(subject: Subject) -> None:
+    assert subject.url is not None
+    with psycopg.connect(subject.url, autocommit=True) as other:
+        for payload in ("not json", "[1]", '{"a": 1}', "[[1, 2, 3]]", "[null]", "\u2603"):
+            other.execute("SELECT pg_notify('process_engine_active_keys', %s)", (payload,))
+    subject.store.commit([Step(instance(correlation_key="after-noise"), None)])
+    assert subject.index.possibly_active([("flow", "after-noise"), ("flow", "never")]) == [("flow", "after-noise")]
+    assert subject.index.possibly_active([("flow", "before-start")]) == [("flow", "before-start")]  # re-read, still there

@@ -120,7 +120,7 @@ class PostgresActiveKeys:
             conn.execute(query("notify_active_keys"), {"channel": self._sync_channel, "payload": str(self._sent)})
             if self._reload:
                 self._load(conn)
-        except psycopg.Error as error:
+        except Exception as error:  # the connection, or a notice that broke its handler: start again
             self._lost(conn, error)
             return False
         if self._seen < self._sent:  # PostgreSQL sends its own notices before the result: not expected
@@ -149,7 +149,12 @@ class PostgresActiveKeys:
         if payload == "overflow":
             self._reload = True
             return
-        added = {hash((definition_id, key)) for definition_id, key in orjson.loads(payload)}
+        try:  # anyone may NOTIFY the channel: what cannot be read is made up for by a re-read
+            added = {hash((definition_id, key)) for definition_id, key in orjson.loads(payload)}
+        except (ValueError, TypeError):
+            log.warning("active-key notice not understood (%r); re-reading every active key", payload[:100])
+            self._reload = True
+            return
         self._keys |= added
         if self._loading is not None:
             self._loading |= added
@@ -181,23 +186,37 @@ class PostgresActiveKeys:
                         self._load(conn)
                     elif time.monotonic() - self._used > self.drain_interval:
                         conn.execute("SELECT 1")  # reads the notices waiting on the socket
-                except psycopg.Error as error:
+                except Exception as error:  # the keeper must outlive any one failure
                     self._lost(conn, error)
             finally:
                 self._lock.release()
 
     def _connect(self) -> None:
         try:
-            conn = psycopg.connect(self.conninfo, autocommit=True)
+            # Timeouts, so a connection that went silent fails its sync rather than hold it.
+            conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10, keepalives=1, keepalives_idle=10,
+                                   keepalives_interval=5, keepalives_count=3, tcp_user_timeout=15_000)
         except psycopg.Error as error:
             log.warning("active-key index cannot connect (%s); batches query the store until it can", error)
             return
         try:
+            # A pooler (PgBouncer) shows a backend id of its own and may hand this session's
+            # notices to another client: the index is only right on a session of its own.
+            (pid,) = conn.execute("SELECT pg_backend_pid()").fetchone() or (None,)
+            if pid != conn.info.backend_pid:
+                log.warning("active-key index off: DATABASE_URL goes through a connection pooler (LISTEN needs a "
+                            "session of its own); every batch queries the store")
+                conn.close()
+                self._stop.set()
+                return
             # A sync's commit need not wait for the disk: nothing is kept of it.
             conn.execute("SET synchronous_commit = off")
             conn.add_notify_handler(self._notice)
             with self._lock:
-                self._sync_channel = f"{CHANNEL}_sync_{conn.info.backend_pid}"
+                if self._stop.is_set():  # closed while connecting
+                    conn.close()
+                    return
+                self._sync_channel = f"{CHANNEL}_sync_{pid}"
                 # Listening first: a commit after the load's snapshot is in a notice read after it.
                 conn.execute(f"LISTEN {CHANNEL}")
                 conn.execute(f"LISTEN {self._sync_channel}")

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -129,10 +130,18 @@ class PostgresInstanceStore:
         what = f"committing {prepared.steps} step(s)"
         with translated(what, unique_is_conflict=True), self._connection() as conn:
             if not copies:  # BEGIN, the statements and COMMIT in one pipeline: one round trip
-                with conn.pipeline(), conn.transaction():
-                    cursor = conn.cursor()
-                    for sql, params in statements:
-                        cursor.execute(sql, params)
+                # (conn.transaction() would wait for the server after BEGIN and again after COMMIT)
+                try:
+                    with conn.pipeline():
+                        cursor = conn.cursor()
+                        cursor.execute("BEGIN")
+                        for sql, params in statements:
+                            cursor.execute(sql, params)
+                        cursor.execute("COMMIT")
+                except BaseException:
+                    if conn.info.transaction_status != TransactionStatus.IDLE:
+                        conn.rollback()  # the statements after the failed one never ran, COMMIT included
+                    raise
                 return
             with conn.transaction():
                 cursor = conn.cursor()
