@@ -7,6 +7,7 @@ the same outputs, so a step can be recomputed after a conflict or a crash.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -139,15 +140,18 @@ def _changes_nothing(instance: InstanceState, event: VariablesRefreshed) -> bool
     """
     if event.missing or instance.status != "running" or instance.compensating is not None:
         return False
-    variables = instance.variables
-    for name, value in event.values.items():
-        if name not in variables or variables[name] != value:
-            return False
+    if _changed_values(instance.variables, event.values):
+        return False
     return not any(token.waiting == WAIT_CONDITION for token in instance.tokens)
 
 
+def _changed_values(variables: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of a refresh that are new to the variables or differ from them."""
+    return {name: value for name, value in values.items() if name not in variables or variables[name] != value}
+
+
 def _refresh(run: Run, event: VariablesRefreshed) -> None:
-    changed = {name: value for name, value in event.values.items() if name not in run.variables or run.variables[name] != value}
+    changed = _changed_values(run.variables, event.values)
     if changed:
         try:
             check_variables({**run.variables, **changed})

@@ -7,7 +7,7 @@
 -- The engine keeps an in-memory index of the keys that may have an active instance
 -- from these notices, so telemetry whose key has none needs no query (PRODUCT.md
 -- guarantees stay: the notices are sent by the database for every writer, and a
--- batch waits for its own "sync:" notice to come back before it trusts the index).
+-- batch waits for a sync notice of its own to come back before it trusts the index).
 -- Statement-level, so a batch of 500 inserts sends a few notices, not 500.
 -- Never edit once landed.
 CREATE OR REPLACE FUNCTION process_engine_notify_active_keys() RETURNS trigger

@@ -24,8 +24,8 @@ from process_engine.engine.triggers import screen
 Screened = tuple[ProcessDefinition, str | None, bool | Exception | None]
 Pair = tuple[str, str]  # (definition id, correlation key)
 SYNC_WAIT_SECONDS = 2.0  # how long a batch waits for the active-key index before querying every key
-_POOL: list[ThreadPoolExecutor] = []
 log = logging.getLogger("process_engine.dispatcher")
+_POOL: list[ThreadPoolExecutor] = []
 _LOCK = threading.Lock()
 
 
@@ -62,6 +62,6 @@ def worth_asking(synced: Future[Callable[[list[Pair]], list[Pair]]] | None, want
         return wanted
     try:
         return synced.result(timeout=SYNC_WAIT_SECONDS)(wanted)
-    except Exception as error:  # TimeoutError too: a stuck sync holds up no batch  # the index is only a shortcut: ask the store about every key
+    except Exception as error:  # TimeoutError too: the index is only a shortcut, so a stuck sync holds up no batch
         log.debug("active-key index unusable (%s: %s); querying every key", type(error).__name__, error)
         return wanted

@@ -51,7 +51,7 @@ class PostgresActiveKeys:
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()  # the connection: one sync, load or drain at a time
         self._ready = threading.Event()
-        self._reload = False  # a pair too long for a notice was made active: re-read before answering
+        self._reload = False  # an "overflow" or unreadable notice came: re-read before answering
         self._sent = 0  # the last sync notice sent
         self._seen = 0  # the last sync notice read back
         self._loaded = 0.0
@@ -66,11 +66,6 @@ class PostgresActiveKeys:
         index = cls(conninfo, **options)
         index._thread.start()
         return index
-
-    @property
-    def ready(self) -> bool:
-        """Whether the index has its keys (else every answer is "maybe")."""
-        return self._ready.is_set()
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the index has loaded; False if it has not within `timeout` seconds."""
