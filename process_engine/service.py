@@ -23,8 +23,10 @@ SIGNAL_CHECK_SECONDS = 0.2
 
 # Young objects a collection waits for. A batch makes and frees hundreds of thousands of
 # small objects, nearly all freed by reference counting; at Python's default of 700 the
-# cyclic collector ran some 25 times per batch of 500 and took a tenth of the CPU.
-GC_YOUNG_THRESHOLD = 20_000
+# cyclic collector ran some 25 times per batch of 500 and took a tenth of the CPU. At
+# 20,000 its young collections still took 1.2 s of 100,000 five-activity instances (each
+# one walked the batch in flight); at 100,000, 0.04 s.
+GC_YOUNG_THRESHOLD = 100_000
 # How long a thread may keep the GIL while another waits for it. The consumer works
 # through one batch while the committer thread sends the one before; back from each
 # database round trip the committer waited up to Python's default of 5 ms for the GIL,

@@ -108,7 +108,7 @@ class Expression:
         """Bind only the names this expression reads: variables, then message, then constants."""
         symbols = dict(self._functions)
         aliases = self._aliases
-        keys = message if isinstance(message, Mapping) else {}
+        keys = message if type(message) is dict or isinstance(message, Mapping) else {}
         for name in self._value_names:
             value = variables.get(aliases.get(name, name), _UNBOUND)
             if value is _UNBOUND and name not in aliases:

@@ -124,6 +124,10 @@ def _walk(document: Any, steps: tuple[str | int, ...]) -> tuple[bool, Any]:
             if not isinstance(value, (list, tuple)) or step >= len(value):
                 return False, None
             value = value[step]
+        elif type(value) is dict:  # what decoded JSON is made of: no bound method to look up
+            value = value.get(step, _MISSING)
+            if value is _MISSING:
+                return False, None
         else:
             getter = getattr(value, "get", None)
             value = getter(step, _MISSING) if callable(getter) else _MISSING

@@ -39,8 +39,10 @@ def decode_message(value: bytes | None, limits: MessageLimits) -> dict[str, Any]
         return Refused(f"not JSON: {error}")
     if not isinstance(document, dict):
         return Refused(f"wrong shape: expected a JSON object, got {type(document).__name__}")
-    # Only a message with that many brackets can be that deep: counting them is C speed.
-    if value.count(b"{") + value.count(b"[") > limits.max_depth and nested_deeper(document, limits.max_depth):
+    # Only a message with that many brackets (each opened and closed) can be that deep:
+    # its size says so first, counting them is C speed.
+    deep = len(value) > 2 * limits.max_depth + 1 and value.count(b"{") + value.count(b"[") > limits.max_depth
+    if deep and nested_deeper(document, limits.max_depth):
         return Refused(f"nested deeper than {limits.max_depth} levels")
     return document
 

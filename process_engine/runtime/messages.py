@@ -230,15 +230,22 @@ class MessageDispatcher:
                         fresh.append((message, document))
             keyed = self._keys(unit, fresh, result)
             keys = {(definition.id, key) for _, _, pairs in keyed for definition, key in pairs if key is not None}
-            # One query for the active instances of every key, answered while the
-            # conditions are evaluated (the database works while this thread does).
             wanted = unit.active_unknown(keys)
-            asked = worth_asking(synced, wanted)
-            lookup = lookups().submit(self.store.active_by_keys, asked) if asked else None
-            try:
+            if synced is not None and wanted and not synced.done():
+                # The index's round trip is still out: evaluate the conditions while it is,
+                # then ask for what it cannot rule out (for telemetry, mostly nothing).
                 screened = [(message, document, screen_all(document, pairs)) for message, document, pairs in keyed]
-            finally:
-                found = lookup.result() if lookup is not None else {}
+                asked = worth_asking(synced, wanted)
+                found = self.store.active_by_keys(sorted(asked)) if asked else {}
+            else:
+                # One query for the active instances of the keys left, answered while the
+                # conditions are evaluated (the database works while this thread does).
+                asked = worth_asking(synced, wanted)
+                lookup = lookups().submit(self.store.active_by_keys, sorted(asked)) if asked else None
+                try:
+                    screened = [(message, document, screen_all(document, pairs)) for message, document, pairs in keyed]
+                finally:
+                    found = lookup.result() if lookup is not None else {}
             unit.adopt_active(wanted, found)
             unit.holds.prefetch(keys)  # the same for the keys of definitions with hold rules
             for message, document, entries in screened:

@@ -95,11 +95,12 @@ class UnitOfWork:
         """Ask the store about many (definition, key) pairs in one query, for active_by_key."""
         wanted = self.active_unknown(keys)
         if wanted:
-            self.adopt_active(wanted, self.store.active_by_keys(wanted))
+            self.adopt_active(wanted, self.store.active_by_keys(sorted(wanted)))
 
     def active_unknown(self, keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The pairs whose active instances this unit has not read yet, sorted (for one store query)."""
-        return sorted(key for key in set(keys) if key not in self.stored_active)
+        """The pairs whose active instances this unit has not read yet."""
+        known = self.stored_active
+        return [key for key in set(keys) if key not in known]
 
     def adopt_active(self, wanted: Iterable[tuple[str, str]], found: Mapping[tuple[str, str], list[InstanceState]]) -> None:
         """What `store.active_by_keys(wanted)` answered (asked by whoever holds the unit), for active_by_key."""

@@ -8,29 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import orjson
 import pytest
 
 from process_engine.adapters.definitions.yaml_loader import load_text
 from process_engine.adapters.postgres import PostgresInstanceStore
 from process_engine.adapters.postgres.active_keys import PostgresActiveKeys
 from process_engine.domain.instance import InstanceState
-from process_engine.ports import IncomingMessage, InstanceQuery, MessageCoordinate
+from process_engine.ports import InstanceQuery
 from process_engine.runtime.messages import MessageDispatcher
 from process_engine.runtime.registry import DefinitionRegistry
+from tests.unit.hot_watch import WATCH, readings
 
 pytestmark = pytest.mark.integration
 
-WATCH = """
-id: hot-watch
-trigger: {type: kafka, topic: readings, condition: "fields.temp_c > 25", correlate: tags.device_id}
-variables:
-  - {name: temperature, source: fields.temp_c}
-activities:
-  - {id: start, type: start}
-  - {id: hold, type: timer, duration: 1h}
-  - {id: end, type: end}
-"""
 
 
 class CountingStore(PostgresInstanceStore):
@@ -41,13 +31,6 @@ class CountingStore(PostgresInstanceStore):
     def active_by_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[InstanceState]]:
         self.asked.append(list(keys))
         return super().active_by_keys(keys)
-
-
-def messages(first_offset: int, *readings: tuple[str, float]) -> list[IncomingMessage]:
-    return [
-        IncomingMessage(MessageCoordinate("readings", 0, first_offset + n), orjson.dumps({"tags": {"device_id": d}, "fields": {"temp_c": t}}))
-        for n, (d, t) in enumerate(readings)
-    ]
 
 
 @pytest.fixture
@@ -73,16 +56,16 @@ def replicas(database_url: str) -> Iterator[tuple[MessageDispatcher, MessageDisp
 
 def test_cold_readings_of_keys_without_instances_query_nothing(replicas) -> None:
     ours, _, store = replicas
-    result = ours.handle_batch(messages(0, *((f"cold-{n}", 20.0) for n in range(50))))
+    result = ours.handle_batch(readings(0, *((f"cold-{n}", 20.0) for n in range(50))))
     assert (result.started, result.refreshed, result.dead_lettered) == ([], 0, 0)
     assert [keys for keys in store.asked if keys] == []
 
 
 def test_a_reading_right_after_another_replica_started_the_instance_refreshes_it(replicas) -> None:
     ours, theirs, store = replicas
-    started = theirs.handle_batch(messages(0, ("hp-1", 30.0))).started
+    started = theirs.handle_batch(readings(0, ("hp-1", 30.0))).started
     assert len(started) == 1
-    result = ours.handle_batch(messages(1, ("hp-1", 22.5), ("cold", 20.0)))
+    result = ours.handle_batch(readings(1, ("hp-1", 22.5), ("cold", 20.0)))
     assert result.refreshed == 1 and result.started == []
     assert store.load(started[0]).variables["temperature"] == 22.5
     assert [keys for keys in store.asked if keys] == [[("hot-watch", "hp-1")]]  # the cold key was ruled out
@@ -90,11 +73,11 @@ def test_a_reading_right_after_another_replica_started_the_instance_refreshes_it
 
 def test_pipelined_batches_refresh_what_the_batch_before_started(replicas) -> None:
     ours, _, store = replicas
-    first = ours.prepare_batch(messages(0, ("hp-2", 31.0)))
-    second = ours.prepare_batch(messages(1, ("hp-2", 24.0)), after=first)  # built while the first commits
+    first = ours.prepare_batch(readings(0, ("hp-2", 31.0)))
+    second = ours.prepare_batch(readings(1, ("hp-2", 24.0)), after=first)  # built while the first commits
     ours.commit_prepared(first)
     ours.commit_prepared(second)
-    third = ours.handle_batch(messages(2, ("hp-2", 23.0)))
+    third = ours.handle_batch(readings(2, ("hp-2", 23.0)))
     assert third.refreshed == 1
     (only,) = store.find_instances(InstanceQuery(definition_id="hot-watch"))
     assert only.variables["temperature"] == 23.0

@@ -115,6 +115,8 @@ def test_decoding_refuses_size_and_depth_before_anything_reads_the_message() -> 
     assert decode_message(b'{"a": {"b": {"c": 1}}}', limits) == {"a": {"b": {"c": 1}}}
     assert decode_message(b'{"a": {"b": {"c": []}}}', limits) == Refused("nested deeper than 3 levels")
     assert decode_message(b'{"s": "[[[[{{{{"}', limits) == {"s": "[[[[{{{{"}  # brackets in text are no nesting
+    assert decode_message(b'[[[[]]]]', limits) == Refused("wrong shape: expected a JSON object, got list")
+    assert decode_message(b'{"":[[[]]]}', limits) == Refused("nested deeper than 3 levels")  # as short as that depth can be
     assert decode_message(b'{"s": "' + b"x" * 100 + b'"}', limits) == Refused("too large: 109 bytes, over MAX_MESSAGE_BYTES (100)")
     assert decode_message(None, limits) == Refused("empty message (no value)")
 
