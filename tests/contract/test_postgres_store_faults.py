@@ -7,15 +7,18 @@ import signal
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg.pq import TransactionStatus
 
 from process_engine.adapters.postgres import PostgresInstanceStore
 from process_engine.devstack.servers import free_port
-from process_engine.domain.errors import StoreUnavailable
+from process_engine.domain.errors import StoreError, StoreUnavailable
 from process_engine.domain.instance import InstanceState
+from process_engine.engine import RunAction
 from process_engine.ports import Step, StoredDefinition
 from tests.fixtures.postgres import PostgresServer
 
@@ -75,3 +78,23 @@ def test_unreachable_server_is_store_unavailable() -> None:
 def test_connect_failure_names_the_reason(postgres_server: PostgresServer) -> None:
     with pytest.raises(StoreUnavailable, match="does not exist"):
         PostgresInstanceStore.connect(postgres_server.url("no_such_database"), timeout=1.0)
+
+
+def test_a_claim_commits_without_waiting_for_the_disk_and_leaves_its_connection_as_it_was(database_url: str) -> None:
+    with PostgresInstanceStore.connect(database_url, max_size=1) as store, psycopg.connect(database_url, autocommit=True) as other:
+        store.save_definition(StoredDefinition("flow", 0, "Flow", {}, "hash-1"))
+        state = InstanceState(str(uuid.uuid4()), "flow", 1, started_at=T0)
+        store.commit([Step(state, None, (RunAction(f"{state.id}:notify:1", "t1", "notify", "log", {}, 1),))])
+        with store._connection() as conn:  # the pool's one connection, durable for every other statement
+            conn.execute("SET synchronous_commit = on")
+        assert [a.idempotency_key for a in store.claim_actions(T0, 10, 30)] == [f"{state.id}:notify:1"]
+        leased = other.execute("SELECT claimed_until FROM process_outbox WHERE instance_id = %s", (state.id,)).fetchone()
+        assert leased == (T0 + timedelta(seconds=30),)  # committed: another session sees the lease
+        with store._connection() as conn:  # SET LOCAL ended with the claim
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+            assert conn.info.transaction_status == TransactionStatus.IDLE
+        with pytest.raises(StoreError, match="claiming outbox actions"):
+            store.claim_actions(T0, -1, 30)  # LIMIT -1: the server refuses the claim
+        with store._connection() as conn:
+            assert conn.info.transaction_status == TransactionStatus.IDLE  # rolled back, ready for the next caller
+        assert store.claim_actions(T0 + timedelta(seconds=30), 10, 30)[0].instance_id == state.id

@@ -272,7 +272,7 @@ class PostgresInstanceStore:
         """Timers due at `now`, leased for `lease_seconds` so no other replica takes them."""
         require_aware(now, "claim time")
         params = {"now": now, "limit": limit, "lease": float(lease_seconds)}
-        rows = self._rows("claiming due timers", "claim_timers", params)
+        rows = self._leased("claiming due timers", "claim_timers", params)
         timers = [DueTimer(**row) for row in rows]
         return sorted(timers, key=lambda timer: (timer.due_at, timer.timer_id))
 
@@ -284,7 +284,7 @@ class PostgresInstanceStore:
         """Outbox actions ready for delivery, leased for `lease_seconds`."""
         require_aware(now, "claim time")
         params = {"now": now, "limit": limit, "lease": float(lease_seconds)}
-        rows = self._rows("claiming outbox actions", "claim_actions", params)
+        rows = self._leased("claiming outbox actions", "claim_actions", params)
         actions = [PendingAction(**row) for row in rows]
         return sorted(actions, key=lambda action: (action.created_at, action.idempotency_key))
 
@@ -300,7 +300,7 @@ class PostgresInstanceStore:
         """Trigger states whose hold is due at `now`, leased for `lease_seconds`."""
         require_aware(now, "claim time")
         params = {"now": now, "limit": limit, "lease": float(lease_seconds)}
-        states = [trigger_state(row) for row in self._rows("claiming due holds", "claim_holds", params)]
+        states = [trigger_state(row) for row in self._leased("claiming due holds", "claim_holds", params)]
         return sorted(states, key=lambda state: (state.due_at, state.key))
 
     def next_hold_due(self) -> datetime | None:
@@ -319,6 +319,28 @@ class PostgresInstanceStore:
             cursor = conn.cursor(row_factory=dict_row)
             cursor.execute(query(name), params)
             return cursor.fetchall() if cursor.description is not None else []
+
+    def _leased(self, what: str, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """`_rows` for a claim, committed without waiting for the disk, in one round trip.
+
+        A lease only keeps replicas from delivering the same row at once: one lost with
+        a database crash means a redelivery, which at-least-once allows (the idempotency
+        key is the same). Waiting for the WAL flush put the claim's fsync, 1.5 ms at
+        p50 and 12.7 ms at p99 here, between a commit and its action.
+        """
+        with translated(what), self._connection() as conn:
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    conn.execute("SET LOCAL synchronous_commit = off")
+                    cursor = conn.cursor(row_factory=dict_row)
+                    cursor.execute(query(name), params)
+                    conn.execute("COMMIT")
+            except BaseException:
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.rollback()  # the statements after the failed one never ran, COMMIT included
+                raise
+            return cursor.fetchall()
 
 
 def _configure_connection(conn: psycopg.Connection[Any]) -> None:
