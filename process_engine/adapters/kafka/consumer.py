@@ -70,11 +70,11 @@ class ConsumerSettings:
             "reconnect.backoff.max.ms": 10000,
             # A broker may hold a fetch this long before answering, however few bytes are
             # waiting (Tansu does, and the default 500 ms put p50 latency above 100 ms).
-            # 5 ms: S3's p99 at 20 msg/s went from 12.8-14.0 ms (at 10) to 10.7-11.4, the
-            # Kafka stage's p50 from 4.0 to 2.7 ms, for 1-2 % more of a core on an idle
-            # Tansu (a broker that answers as data arrives, as Redpanda does, only sees
-            # more idle fetches).
-            "fetch.wait.max.ms": 5,
+            # 10 ms, not 20: S3's p99 at 200 msg/s went from 26-29 to 17 ms, for 1.5 % more
+            # of a core on an idle Tansu (a broker that answers as data arrives, as
+            # Redpanda does, only sees more idle fetches). Not 5: 20 msg/s gained 2 ms of
+            # p99, but at 200 msg/s the busier broker took p99 from 18-23 to 39-44 ms.
+            "fetch.wait.max.ms": 10,
         }
         config.update(self.security)
         config.update(self.extra)
