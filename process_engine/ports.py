@@ -206,6 +206,9 @@ class InstanceStore(Protocol):
     def active_by_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[InstanceState]]:
         """active_by_key for many (definition id, key) pairs at once; pairs with none are absent."""
 
+    def active_versions_by_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[str, int]]]:
+        """The (id, version) of what active_by_keys would return, in its order: to tell which copies kept are current."""
+
     def find_instances(self, query: InstanceQuery) -> list[InstanceState]:
         """Instances matching the filters, newest first."""
 

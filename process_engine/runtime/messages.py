@@ -236,12 +236,12 @@ class MessageDispatcher:
                 # then ask for what it cannot rule out (for telemetry, mostly nothing).
                 screened = [(message, document, screen_all(document, pairs)) for message, document, pairs in keyed]
                 asked = worth_asking(synced, wanted)
-                found = self.store.active_by_keys(sorted(asked)) if asked else {}
+                found = unit.read_active(sorted(asked)) if asked else {}
             else:
                 # One query for the active instances of the keys left, answered while the
                 # conditions are evaluated (the database works while this thread does).
                 asked = worth_asking(synced, wanted)
-                lookup = lookups().submit(self.store.active_by_keys, sorted(asked)) if asked else None
+                lookup = lookups().submit(unit.read_active, sorted(asked)) if asked else None
                 try:
                     screened = [(message, document, screen_all(document, pairs)) for message, document, pairs in keyed]
                 finally:

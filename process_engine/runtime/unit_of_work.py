@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,8 @@ from process_engine.runtime.registry import DefinitionRegistry
 InlineAction = Callable[[RunAction, InstanceState], Any]
 
 log = logging.getLogger("process_engine.dispatcher")
+MAX_KNOWN_COPIES = 10_000  # unchanged instances kept from one batch to the next (a few MB at most)
+_NOTHING = (None, None)
 
 
 class UnitOfWork:
@@ -59,12 +62,17 @@ class UnitOfWork:
         self._prepared: tuple[list[Step], Any] | None = None
         self.carried: dict[str, tuple[InstanceState, int]] = {}
         self.carried_keys: dict[tuple[str, str], list[str]] = {}
+        # Copies of instances the units before read and left unchanged, with the version
+        # they were read at: `read_active` reads back only those whose version moved on.
+        self.known: dict[str, tuple[InstanceState, int]] = {}
+        self._known_next: dict[str, tuple[InstanceState, int]] = {}
         # Trigger holds, counts and cooldowns per (definition, key), written with the commit.
         self.holds = UnitHolds(store, registry, after.holds if after is not None else None)
         if after is not None:
             self._carry(after)
 
     def _carry(self, after: UnitOfWork) -> None:
+        self.known = after._known_next if after._prepared is not None else after._unchanged_copies()
         for step in after._prepared[0] if after._prepared is not None else after.steps():
             instance = step.instance
             self.carried[instance.id] = (instance, (step.expected_version or 0) + 1)
@@ -101,6 +109,45 @@ class UnitOfWork:
         """The pairs whose active instances this unit has not read yet."""
         known = self.stored_active
         return [key for key in set(keys) if key not in known]
+
+    def read_active(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[InstanceState]]:
+        """`store.active_by_keys(keys)`, reading back in full only the instances this unit has no current copy of.
+
+        Safe on another thread while this one works on the batch: it only reads `known` and `carried`.
+        """
+        if not self.known:
+            return self.store.active_by_keys(keys)
+        versions = self.store.active_versions_by_keys(keys)
+        known, carried = self.known, self.carried
+        stale = [i for entries in versions.values() for i, version in entries if i not in carried and known.get(i, _NOTHING)[1] != version]
+        loaded = self.store.load_many(stale) if stale else {}
+        found: dict[tuple[str, str], list[InstanceState]] = {}
+        for pair, entries in versions.items():
+            states = []
+            for instance_id, _ in entries:
+                if instance_id in carried:  # the store may not have the previous unit's write yet
+                    states.append(carried[instance_id][0])
+                elif instance_id in loaded:
+                    states.append(loaded[instance_id])
+                elif instance_id in known and instance_id not in stale:
+                    states.append(known[instance_id][0])
+            if states:
+                found[pair] = states
+        return found
+
+    def _unchanged_copies(self) -> dict[str, tuple[InstanceState, int]]:
+        """The instances this unit read and did not change, for the unit after it (and older copies, within bounds)."""
+        kept = {}
+        for instance_id, state in self.instances.items():
+            if not self._touched(instance_id):
+                version = self.expected[instance_id]
+                # A copy carried from a write holds the version it was read at: the store's is one on.
+                kept[instance_id] = (state if state.version == version else replace(state, version=version), version)
+        if len(kept) + len(self.known) <= MAX_KNOWN_COPIES:
+            for instance_id, entry in self.known.items():
+                if instance_id not in self.instances:
+                    kept[instance_id] = entry
+        return kept
 
     def adopt_active(self, wanted: Iterable[tuple[str, str]], found: Mapping[tuple[str, str], list[InstanceState]]) -> None:
         """What `store.active_by_keys(wanted)` answered (asked by whoever holds the unit), for active_by_key."""
@@ -235,7 +282,8 @@ class UnitOfWork:
             StoreError: a value the store cannot hold; nothing was written.
         """
         self.holds.settle()  # cooldowns of instances that ended here: reads first
-        self.carried, self.carried_keys = {}, {}
+        self._known_next = self._unchanged_copies()
+        self.carried, self.carried_keys, self.known = {}, {}, {}
         steps = self.steps()
         holds = self.holds.writes(self.now)
         self._prepared = (steps, self.store.prepare_commit(steps, self.ledger, self.dead_letters, holds))

@@ -405,18 +405,23 @@ def test_load_many_gives_the_known_instances_by_id(store: InstanceStore) -> None
     assert found == {first.id: store.load(first.id), second.id: store.load(second.id)}
     assert store.load_many([]) == {}
 
-def test_active_by_keys_answers_many_keys_in_one_call(store: InstanceStore) -> None:
+def test_active_by_keys_answers_many_keys_in_one_call_and_its_versions_name_the_same_rows(store: InstanceStore) -> None:
     newer = instance(started_at=T0 + timedelta(seconds=2), status="suspended")
     older = instance(started_at=T0 + timedelta(seconds=1))
     other_key = instance(correlation_key="hp-2")
     done = instance(status="completed", completed_at=T0, correlation_key="hp-3")
     store.commit([Step(s, None) for s in (newer, older, other_key, done)])
-    found = store.active_by_keys([("flow", "hp-1"), ("flow", "hp-2"), ("flow", "hp-3"), ("flow", "hp-1")])
+    store.commit([Step(store.load(older.id), 1)])  # version 2 now
+    asked = [("flow", "hp-1"), ("flow", "hp-2"), ("flow", "hp-3"), ("flow", "hp-1"), ("other", "hp-1")]
+    found = store.active_by_keys(asked)
     assert {key: [s.id for s in states] for key, states in found.items()} == {
         ("flow", "hp-1"): [older.id, newer.id],
         ("flow", "hp-2"): [other_key.id],
     }
-    assert store.active_by_keys([]) == {}
+    assert store.active_versions_by_keys(asked) == {key: [(s.id, s.version) for s in states] for key, states in found.items()}
+    assert store.active_versions_by_keys(asked)[("flow", "hp-1")] == [(older.id, 2), (newer.id, 1)]
+    assert store.active_by_keys([]) == {} and store.active_versions_by_keys([]) == {}
+
 
 def test_find_instances_filters_newest_first(store: InstanceStore) -> None:
     states = [instance(started_at=T0 + timedelta(seconds=n), status=s, correlation_key=f"k{n}")

@@ -135,6 +135,10 @@ class MemoryInstanceStore:
         found = {key: self.active_by_key(*key) for key in set(keys)}
         return {key: instances for key, instances in found.items() if instances}
 
+    def active_versions_by_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[str, int]]]:
+        """The (id, version) of what active_by_keys returns, in its order."""
+        return {key: [(i.id, i.version) for i in instances] for key, instances in self.active_by_keys(keys).items()}
+
     def find_instances(self, query: InstanceQuery) -> list[InstanceState]:
         """Instances matching the filters, newest first."""
         filters = query_filters(query)

