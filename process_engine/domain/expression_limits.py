@@ -8,6 +8,7 @@ LimitExceeded, an ExpressionError, so the walker fails only the instance at hand
 from __future__ import annotations
 
 import ast
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -115,9 +116,14 @@ def check_variables(variables: Mapping[str, Any], new: Mapping[str, Any] | None 
     """
     if new is not None and _measure(new, MAX_VARIABLES_JSON, 1) > MAX_VARIABLES_JSON:
         _refuse_variables()
-    try:  # UTF-8 bytes, as the limit is counted and as the database stores it
-        size = len(orjson.dumps(variables, default=str))
-    except (TypeError, ValueError, RecursionError):  # keys orjson cannot write, integers past 64 bits, deep nesting
+    try:  # UTF-8 bytes are never fewer than characters: within the limit, the characters are too
+        if len(orjson.dumps(variables, default=str)) <= MAX_VARIABLES_JSON:
+            return
+    except (TypeError, ValueError):  # keys orjson cannot write, integers past 64 bits, deep nesting: count below
+        pass
+    try:  # the limit counts characters, as it always has
+        size = len(json.dumps(variables, ensure_ascii=False, separators=(",", ":"), default=str))
+    except (TypeError, ValueError, RecursionError):  # keys JSON cannot hold, values nested too deep
         size = _measure(variables, MAX_VARIABLES_JSON, 1)
     if size > MAX_VARIABLES_JSON:
         _refuse_variables()

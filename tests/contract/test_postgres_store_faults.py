@@ -15,6 +15,7 @@ import pytest
 from psycopg.pq import TransactionStatus
 
 from process_engine.adapters.postgres import PostgresInstanceStore
+from process_engine.adapters.postgres import store as store_module
 from process_engine.devstack.servers import free_port
 from process_engine.domain.errors import StoreError, StoreUnavailable
 from process_engine.domain.instance import InstanceState
@@ -98,3 +99,13 @@ def test_a_claim_commits_without_waiting_for_the_disk_and_leaves_its_connection_
         with store._connection() as conn:
             assert conn.info.transaction_status == TransactionStatus.IDLE  # rolled back, ready for the next caller
         assert store.claim_actions(T0 + timedelta(seconds=30), 10, 30)[0].instance_id == state.id
+
+
+def test_a_claim_runs_with_synchronous_commit_off_inside_its_own_transaction(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with PostgresInstanceStore.connect(database_url, max_size=1) as store:
+        with store._connection() as conn:
+            conn.execute("SET synchronous_commit = on")
+        # The claim's statement swapped for one that reports the session's setting where the claim would run.
+        monkeypatch.setattr(store_module, "query", lambda name: "SELECT current_setting('synchronous_commit') AS setting")
+        # off although the session says on: SET LOCAL took, which it does only inside a transaction block
+        assert store._leased("claiming", "claim_actions", {}) == [{"setting": "off"}]

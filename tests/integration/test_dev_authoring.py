@@ -6,6 +6,7 @@ copy), what it shortened, and creates the topic of a newly added definition.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -50,7 +51,9 @@ def test_reloads_name_the_users_file_say_what_they_shortened_and_create_topics(t
         assert printed(run, "  fast timers: wait_recheck 5m -> 30s")
 
         broken = rules / "broken.yaml"
-        broken.write_text("id: broken\ntrigger: {type: kafka, topic: [unclosed\n")
+        # Written whole (a rename), so the watcher cannot read it half-written and report an empty file.
+        (tmp_path / "broken.yaml").write_text("id: broken\ntrigger: {type: kafka, topic: [unclosed\n")
+        os.replace(tmp_path / "broken.yaml", broken)
         wait_until(lambda: any(line.startswith(f"{broken}:") for line in run.lines), RELOAD_TIMEOUT, "the error line")
         [error] = [line for line in run.lines if line.startswith(f"{broken}:")]
         assert "malformed YAML" in error and "/definitions/" not in error

@@ -54,6 +54,7 @@ class OutboxWorker:
         idle_seconds: float = 0.5,
         on_outcome: Callable[[PendingAction, bool], None] | None = None,
         tracing: Tracing | None = None,
+        max_unrecorded: int = MAX_OUTCOMES_PER_COMMIT,
     ):
         self.store = store
         self.dispatcher = dispatcher
@@ -69,6 +70,8 @@ class OutboxWorker:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._unrecorded = 0  # outcomes queued and not yet recorded
+        self.max_unrecorded = max_unrecorded
         # Outcomes wait here to be committed together: one transaction per batch of
         # actions, not per action, is what lets an MQTT-heavy flow keep up.
         self._outcomes: queue.SimpleQueue[Finished] = queue.SimpleQueue()
@@ -96,7 +99,8 @@ class OutboxWorker:
         finally:
             self.pool.shutdown(wait=True)
             recorder.join()
-            self.record_outcomes()
+            while self.record_outcomes():  # every outcome left, 256 at a time (each is taken off the queue once)
+                pass
 
     def _record_until(self, stop: threading.Event) -> None:
         """Commit outcomes as they come until `stop` is set (the last ones are `run`'s to record)."""
@@ -122,7 +126,10 @@ class OutboxWorker:
         """
         with self._lock:
             idle = self.workers - self._in_flight
-        if idle <= 0:
+            # Claiming waits while recording is a full commit behind: outcomes kept waiting
+            # longer would outlive their rows' lease and be delivered again.
+            behind = self._unrecorded >= self.max_unrecorded
+        if idle <= 0 or behind:
             return 0
         try:
             claimed = self.store.claim_actions(self.clock(), min(self.batch_size, idle), self.lease_seconds)
@@ -150,6 +157,8 @@ class OutboxWorker:
             outcome = self._attempt(action, attempt.traceparent, attempt.tracestate)
             if isinstance(outcome, ActionFailed):
                 attempt.failed(outcome.error)
+        with self._lock:
+            self._unrecorded += 1
         self._outcomes.put(Finished(action, outcome))
 
     def _attempt(self, action: PendingAction, traceparent: str | None, tracestate: str | None) -> ActionSucceeded | ActionFailed:
@@ -191,6 +200,10 @@ class OutboxWorker:
             # The rows stay claimed until their lease ends, then are delivered again: at least once.
             log.error("could not record the outcome of %d action(s): %s", len(finished), error)
             return len(finished)
+        finally:
+            with self._lock:
+                self._unrecorded -= len(finished)
+            self._wake.set()
         for item in finished:
             self.delivered += 1
             if self.on_outcome is not None:
