@@ -13,8 +13,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from process_engine.domain.errors import LimitExceeded
 
 MAX_EXPRESSION_BYTES = 4096
@@ -116,12 +114,7 @@ def check_variables(variables: Mapping[str, Any], new: Mapping[str, Any] | None 
     """
     if new is not None and _measure(new, MAX_VARIABLES_JSON, 1) > MAX_VARIABLES_JSON:
         _refuse_variables()
-    try:  # UTF-8 bytes are never fewer than characters: within the limit, the characters are too
-        if len(orjson.dumps(variables, default=str)) <= MAX_VARIABLES_JSON:
-            return
-    except (TypeError, ValueError):  # keys orjson cannot write, integers past 64 bits, deep nesting: count below
-        pass
-    try:  # the limit counts characters, as it always has
+    try:
         size = len(json.dumps(variables, ensure_ascii=False, separators=(",", ":"), default=str))
     except (TypeError, ValueError, RecursionError):  # keys JSON cannot hold, values nested too deep
         size = _measure(variables, MAX_VARIABLES_JSON, 1)

@@ -30,7 +30,7 @@ from process_engine.ports import (
 from process_engine.runtime.message_decoding import MessageLimits, Refused, decode_message
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.runtime.retry import ConflictRetry
-from process_engine.runtime.screening import Screened, lookups, screen_all, worth_asking
+from process_engine.runtime.screening import Screened, lookups, screen_batch, worth_asking
 from process_engine.runtime.trace_context import join_trace
 from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
 from process_engine.runtime.windows import ledger_windowed, match_windowed
@@ -234,16 +234,16 @@ class MessageDispatcher:
             if synced is not None and wanted and not synced.done():
                 # The index's round trip is still out: evaluate the conditions while it is,
                 # then ask for what it cannot rule out (for telemetry, mostly nothing).
-                screened = [(message, document, screen_all(document, pairs)) for message, document, pairs in keyed]
-                asked = worth_asking(synced, wanted)
-                found = unit.read_active(sorted(asked)) if asked else {}
+                screened = screen_batch(keyed)
+                asked = sorted(worth_asking(synced, wanted))
+                found = unit.read_active(asked) if asked else {}
             else:
                 # One query for the active instances of the keys left, answered while the
                 # conditions are evaluated (the database works while this thread does).
-                asked = worth_asking(synced, wanted)
-                lookup = lookups().submit(unit.read_active, sorted(asked)) if asked else None
+                asked = sorted(worth_asking(synced, wanted))
+                lookup = lookups().submit(unit.read_active, asked) if asked else None
                 try:
-                    screened = [(message, document, screen_all(document, pairs)) for message, document, pairs in keyed]
+                    screened = screen_batch(keyed)
                 finally:
                     found = lookup.result() if lookup is not None else {}
             unit.adopt_active(wanted, found)

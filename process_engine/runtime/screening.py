@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -54,6 +54,11 @@ def screen_all(document: dict[str, Any], pairs: list[tuple[ProcessDefinition, st
         except Exception as error:  # dead-lettered in order, with the batch's other outcomes
             entries.append((definition, key, error))
     return entries
+
+
+def screen_batch(keyed: Sequence[tuple[Any, dict[str, Any], list[tuple[ProcessDefinition, str | None]]]]) -> list[tuple[Any, dict[str, Any], list[Screened]]]:
+    """`screen_all` for each (message, document, definitions with keys) of a batch, the message kept beside it."""
+    return [(message, document, screen_all(document, pairs)) for message, document, pairs in keyed]
 
 
 def worth_asking(synced: Future[Callable[[list[Pair]], list[Pair]]] | None, wanted: list[Pair]) -> list[Pair]:

@@ -22,7 +22,6 @@ InlineAction = Callable[[RunAction, InstanceState], Any]
 
 log = logging.getLogger("process_engine.dispatcher")
 MAX_KNOWN_COPIES = 10_000  # unchanged instances kept from one batch to the next (a few MB at most)
-_NOTHING = (None, None)
 
 
 class UnitOfWork:
@@ -119,18 +118,20 @@ class UnitOfWork:
             return self.store.active_by_keys(keys)
         versions = self.store.active_versions_by_keys(keys)
         known, carried = self.known, self.carried
-        stale = [i for entries in versions.values() for i, version in entries if i not in carried and known.get(i, _NOTHING)[1] != version]
+
+        def current(instance_id: str, version: int) -> InstanceState | None:
+            """The copy to use without reading the row back, if there is one."""
+            if instance_id in carried:  # the store may not have the previous unit's write yet
+                return carried[instance_id][0]
+            copy = known.get(instance_id)
+            return copy[0] if copy is not None and copy[1] == version else None
+
+        stale = [i for entries in versions.values() for i, version in entries if current(i, version) is None]
         loaded = self.store.load_many(stale) if stale else {}
         found: dict[tuple[str, str], list[InstanceState]] = {}
         for pair, entries in versions.items():
-            states = []
-            for instance_id, _ in entries:
-                if instance_id in carried:  # the store may not have the previous unit's write yet
-                    states.append(carried[instance_id][0])
-                elif instance_id in loaded:
-                    states.append(loaded[instance_id])
-                elif instance_id in known and instance_id not in stale:
-                    states.append(known[instance_id][0])
+            # A stale instance gone by the time it was loaded is left out, as the store would.
+            states = [state for i, version in entries if (state := current(i, version) or loaded.get(i)) is not None]
             if states:
                 found[pair] = states
         return found
