@@ -259,6 +259,33 @@ class InstanceStore(Protocol):
         """When the earliest hold becomes claimable."""
 
 
+PairFilter = Callable[[Sequence[tuple[str, str]]], list[tuple[str, str]]]
+
+
+class PendingSync(Protocol):
+    """An `ActiveKeys.start_sync` under way: `result` gives its filter (once it has caught up); `close` lets it go."""
+
+    def result(self, timeout: float | None = None) -> PairFilter:
+        """The filter of `possibly_active`, valid from the start of the sync on (raises when it cannot be had)."""
+
+    def close(self) -> None:
+        """Finish the sync if `result` was not asked for, freeing what it holds."""
+
+
+class AnsweredSync:
+    """A sync with its answer already in hand."""
+
+    def __init__(self, answer: PairFilter):
+        self.answer = answer
+
+    def result(self, timeout: float | None = None) -> PairFilter:
+        """The filter."""
+        return self.answer
+
+    def close(self) -> None:
+        """Nothing is held."""
+
+
 class ActiveKeys(Protocol):
     """Which (definition id, correlation key) pairs may have an active instance, without a query per batch.
 
@@ -269,6 +296,9 @@ class ActiveKeys(Protocol):
 
     def sync(self) -> Callable[[Sequence[tuple[str, str]]], list[tuple[str, str]]]:
         """Catch up with every commit finished before this call; returns the filter of `possibly_active`, valid from now on."""
+
+    def start_sync(self) -> PendingSync:
+        """`sync` begun now and read back when its `result` is asked for, so the caller works meanwhile."""
 
     def possibly_active(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """The pairs, of these, that may have an active instance now (all of them when in doubt)."""

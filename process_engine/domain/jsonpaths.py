@@ -62,6 +62,12 @@ class JsonPath:
             return False, None
         return True, (matches if self._many else matches[0])
 
+    @property
+    def keys(self) -> tuple[str, ...] | None:
+        """The object keys of a path made of keys alone (`tags.device_id`), else None."""
+        steps = self._steps
+        return steps if steps is not None and all(type(step) is str for step in steps) else None  # type: ignore[return-value]
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (compile_jsonpath, (self.source,))
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from process_engine.domain.definition import ProcessDefinition
+from process_engine.domain.definition import ProcessDefinition, Variable
 from process_engine.domain.instance import InstanceState
 
 
@@ -61,6 +61,63 @@ def key_text(message_key: bytes) -> str:
         return "0x" + message_key.hex()
 
 
+def key_function(definition: ProcessDefinition) -> Callable[[dict[str, Any], bytes | None], str | None]:
+    """`correlation_key` for one definition, as a function of (message, Kafka key) made for a loop over many messages.
+
+    A `correlate` of object keys alone that ends on text is followed in place;
+    anything else takes `correlation_key` itself, so every answer is its answer.
+    """
+
+    def general(message: dict[str, Any], message_key: bytes | None) -> str | None:
+        return correlation_key(definition, message, message_key)
+
+    path = definition.trigger.correlate
+    steps = path.keys if path is not None else None
+    if not steps:
+        return general
+
+    def followed(message: dict[str, Any], message_key: bytes | None) -> str | None:
+        value: Any = message
+        for step in steps:
+            if type(value) is not dict:
+                return general(message, message_key)
+            value = value.get(step, _ABSENT)
+            if value is _ABSENT:
+                return None
+        return value if type(value) is str else general(message, message_key)
+
+    return followed
+
+
+_ABSENT = object()
+
+
+def screener(definition: ProcessDefinition) -> Callable[[Mapping[str, Any]], bool]:
+    """`screen` for one definition, bound to the calling thread: for that thread's loop over a batch."""
+    condition = definition.trigger.condition
+    if condition is None:
+        return lambda message: True
+    evaluate = condition.evaluator()
+    variables = definition.condition_variables
+    if not variables:
+        return lambda message: bool(evaluate({}, message))
+
+    return lambda message: bool(evaluate(_condition_scope(variables, message), message))
+
+
+def _condition_scope(variables: Sequence[Variable], message: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of the variables a condition reads, as the message has them."""
+    scope: dict[str, Any] = {}
+    for variable in variables:
+        if variable.source is None:
+            scope[variable.name] = variable.value
+        else:
+            found, value = variable.source.find(message)
+            if found:
+                scope[variable.name] = value
+    return scope
+
+
 def match(definition: ProcessDefinition, message: Mapping[str, Any], message_key: bytes | None = None) -> Match:
     """Evaluate the trigger condition and extract variables.
 
@@ -86,15 +143,7 @@ def screen(definition: ProcessDefinition, message: Mapping[str, Any]) -> bool:
     condition = definition.trigger.condition
     if condition is None:
         return True
-    scope: dict[str, Any] = {}
-    for variable in definition.condition_variables:
-        if variable.source is None:
-            scope[variable.name] = variable.value
-        else:
-            found, value = variable.source.find(message)
-            if found:
-                scope[variable.name] = value
-    return bool(condition.evaluate(scope, message))
+    return bool(condition.evaluate(_condition_scope(definition.condition_variables, message), message))
 
 
 def match_screened(definition: ProcessDefinition, message: Mapping[str, Any], key: str | None, matched: bool) -> Match:

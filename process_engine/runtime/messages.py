@@ -30,7 +30,7 @@ from process_engine.ports import (
 from process_engine.runtime.message_decoding import MessageLimits, Refused, decode_message
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.runtime.retry import ConflictRetry
-from process_engine.runtime.screening import Screened, lookups, screen_batch, worth_asking
+from process_engine.runtime.screening import Screened, fast_screen, loud, screen_all, worth_asking
 from process_engine.runtime.trace_context import join_trace
 from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
 from process_engine.runtime.windows import ledger_windowed, match_windowed
@@ -211,47 +211,43 @@ class MessageDispatcher:
         """The work of a batch; messages in `poisoned` raised before and are dead-lettered with that reason."""
 
         def work(unit: UnitOfWork) -> BatchResult:
-            result = BatchResult()
-            # The index's round trip needs nothing from the batch: it runs while the batch is decoded.
-            synced = lookups().submit(self.active_keys.sync) if self.active_keys is not None else None
-            to_check = [m.coordinate for m in messages]
-            if marks is not None:  # above its partition's mark, a message cannot be in the ledger
-                to_check = [c for c in to_check if c.offset <= marks.get((c.topic, c.partition), -1)]
-            seen = self.store.seen_messages(to_check) if to_check else set()
-            fresh: list[tuple[IncomingMessage, dict[str, Any]]] = []
-            for message in messages:
-                if seen and message.coordinate in seen:
-                    result.duplicates += 1
-                elif poisoned and message.coordinate in poisoned:
-                    self._dead_letter(unit, message, poisoned[message.coordinate], result)
-                else:
-                    document = self._decode(unit, message, result)
-                    if document is not None:
-                        fresh.append((message, document))
-            keyed = self._keys(unit, fresh, result)
-            keys = {(definition.id, key) for _, _, pairs in keyed for definition, key in pairs if key is not None}
-            wanted = unit.active_unknown(keys)
-            if synced is not None and wanted and not synced.done():
-                # The index's round trip is still out: evaluate the conditions while it is,
-                # then ask for what it cannot rule out (for telemetry, mostly nothing).
-                screened = screen_batch(keyed)
+            # The index's round trip needs nothing from the batch: it is out while the batch is screened.
+            synced = self.active_keys.start_sync() if self.active_keys is not None else None
+            try:
+                result = BatchResult()
+                to_check = [m.coordinate for m in messages] if marks is None else []
+                if marks and any(mark >= 0 for mark in marks.values()):  # above its partition's mark, a message is new
+                    to_check = [c for m in messages if (c := m.coordinate).offset <= marks.get((c.topic, c.partition), -1)]
+                seen = self.store.seen_messages(to_check) if to_check else set()
+                fresh = messages
+                if seen or poisoned:
+                    fresh = []
+                    for message in messages:
+                        if message.coordinate in seen:
+                            result.duplicates += 1
+                        elif poisoned and message.coordinate in poisoned:
+                            self._dead_letter(unit, message, poisoned[message.coordinate], result)
+                        else:
+                            fresh.append(message)
+                screened = self._screen(unit, fresh, result)
+                keys = {(definition.id, key) for _, _, entries, _ in screened for definition, key, _ in entries if key is not None}
+                wanted = unit.active_unknown(keys)
+                # One query for the active instances of the keys the index cannot rule out (for
+                # telemetry, mostly none); the messages that then provably do nothing are left out.
                 asked = sorted(worth_asking(synced, wanted))
                 found = unit.read_active(asked) if asked else {}
-            else:
-                # One query for the active instances of the keys left, answered while the
-                # conditions are evaluated (the database works while this thread does).
-                asked = sorted(worth_asking(synced, wanted))
-                lookup = lookups().submit(unit.read_active, asked) if asked else None
-                try:
-                    screened = screen_batch(keyed)
-                finally:
-                    found = lookup.result() if lookup is not None else {}
-            unit.adopt_active(wanted, found)
-            unit.holds.prefetch(keys)  # the same for the keys of definitions with hold rules
-            for message, document, entries in screened:
-                self._message(unit, message, document, entries, result)
-            self._start_queued(unit)
-            return result
+                kept = loud(screened, {pair for pair, states in found.items() if states}, unit.carried_keys)
+                if kept:
+                    touched = {(d.id, key) for _, _, entries, _ in kept for d, key, _ in entries if key is not None}
+                    unit.adopt_active([pair for pair in wanted if pair in touched], found)
+                    unit.holds.prefetch(touched)  # the same for the keys of definitions with hold rules
+                for message, document, entries, _ in kept:
+                    self._message(unit, message, document, entries, result)
+                self._start_queued(unit)
+                return result
+            finally:
+                if synced is not None:
+                    synced.close()
 
         return work
 
@@ -304,28 +300,33 @@ class MessageDispatcher:
         prepared.result.steps = steps
         return prepared.result
 
-    def _keys(
-        self, unit: UnitOfWork, fresh: list[tuple[IncomingMessage, dict[str, Any]]], result: BatchResult
-    ) -> list[tuple[IncomingMessage, dict[str, Any], list[tuple[ProcessDefinition, str | None]]]]:
-        """Each decoded message with its definitions and its correlation key for each.
-
-        A message whose key cannot be computed is dead-lettered here and dropped.
-        """
-        keyed = []
-        by_topic: dict[str, list[ProcessDefinition]] = {}
-        for message, document in fresh:
+    def _screen(
+        self, unit: UnitOfWork, messages: Sequence[IncomingMessage], result: BatchResult
+    ) -> list[tuple[IncomingMessage, dict[str, Any], list[Screened], list[tuple[str, str]] | None]]:
+        """Each message decoded, keyed and screened (screening.Fused), in order: by `fast_screen` where it can vouch
+        for the answer, else the general way, where a message that cannot be decoded or keyed is dead-lettered."""
+        screened = []
+        fast: dict[str, Any] = {}
+        for message in messages:
             topic = message.coordinate.topic
-            if topic not in by_topic:
-                by_topic[topic] = self.registry.for_topic(topic)
+            if topic not in fast:
+                fast[topic] = fast_screen(self.registry.for_topic(topic), self.limits)
+            fused = fast[topic]
+            if fused is not None and (done := fused(message.value, message.key)) is not None:
+                screened.append((message, *done))
+                continue
+            document = self._decode(unit, message, result)
+            if document is None:
+                continue
             pairs: list[tuple[ProcessDefinition, str | None]] = []
             try:
-                for definition in by_topic[topic]:
+                for definition in self.registry.for_topic(topic):
                     pairs.append((definition, correlation_key(definition, document, message.key)))
             except Exception as error:  # nothing is changed yet: dead-letter it on the spot
                 self._dead_letter(unit, message, f"correlation key of {definition.id}: {error_text(error)}", result, definition.id)
                 continue
-            keyed.append((message, document, pairs))
-        return keyed
+            screened.append((message, document, screen_all(document, pairs), None))
+        return screened
 
     def _message(
         self, unit: UnitOfWork, message: IncomingMessage, document: dict[str, Any],

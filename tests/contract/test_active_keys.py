@@ -116,3 +116,42 @@ def test_notices_it_cannot_read_cost_a_re_read_not_the_index(subject: Subject) -
     subject.store.commit([Step(instance(correlation_key="after-noise"), None)])
     assert subject.index.possibly_active([("flow", "after-noise"), ("flow", "never")]) == [("flow", "after-noise")]
     assert subject.index.possibly_active([("flow", "before-start")]) == [("flow", "before-start")]  # re-read, still there
+
+
+def test_a_sync_sent_before_the_work_sees_every_commit_before_it(subject: Subject) -> None:
+    subject.store.commit([Step(instance(correlation_key="before-sync"), None)])
+    pending = subject.index.start_sync()
+    asked = [("flow", "before-sync"), ("flow", "never")]
+    assert pending.result(5)(asked) == [("flow", "before-sync")]
+    assert pending.result(5)(asked) == [("flow", "before-sync")]  # asked again: the same answer, nothing read twice
+    pending.close()
+
+
+def test_a_sync_let_go_unread_frees_the_index_for_the_next(subject: Subject) -> None:
+    subject.index.start_sync().close()
+    subject.store.commit([Step(instance(correlation_key="after-close"), None)])
+    assert subject.index.possibly_active([("flow", "after-close"), ("flow", "never")]) == [("flow", "after-close")]
+
+
+@pytest.mark.parametrize("subject", ["postgres"], indirect=True)  # only a server can stop answering
+def test_a_sync_the_server_does_not_answer_lets_every_pair_through_and_the_index_recovers(subject: Subject) -> None:
+    import os
+    import signal
+
+    assert subject.url is not None
+    index = subject.index
+    assert isinstance(index, PostgresActiveKeys)
+    assert index._conn is not None
+    pid = index._conn.info.backend_pid
+    asked = [("flow", "before-start"), ("flow", "never")]
+    os.kill(pid, signal.SIGSTOP)  # the index's backend freezes: its socket stays open and silent
+    try:
+        began = time.monotonic()
+        assert index.start_sync().result(0.5)(asked) == asked  # "maybe" for both, after the timeout, not forever
+        assert time.monotonic() - began < 5
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while index.possibly_active(asked) != [("flow", "before-start")]:  # a new connection, loaded again
+        assert time.monotonic() < deadline, "the index did not come back within 10 s"
+        time.sleep(0.1)

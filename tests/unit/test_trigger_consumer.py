@@ -97,3 +97,28 @@ def test_a_message_handed_out_while_the_batch_is_held_is_processed_not_skipped()
     assert sorted(dispatcher.handled) == [(0, 3), (1, 7)]
     assert sorted(scripted.committed) == [("t", 0, 4), ("t", 1, 8)]
     assert len(scripted.paused) >= 2  # paused again after each keep-alive poll, in case of a rebalance
+
+
+class MarksDispatcher:
+    """Answers the ledger's marks and counts how often it was asked."""
+
+    def __init__(self, marks: dict[tuple[str, int], int]):
+        self.marks, self.asked = marks, []
+
+    def ledger_marks(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        self.asked.append(list(partitions))
+        return {p: self.marks[p] for p in partitions if p in self.marks}
+
+
+def test_a_partition_past_its_ledger_mark_needs_no_ledger_look_up_until_it_is_assigned_again() -> None:
+    dispatcher = MarksDispatcher({("t", 0): 120, ("t", 1): 5})
+    consumer = TriggerConsumer(ConsumerSettings("127.0.0.1:1"), dispatcher, registry=None)  # type: ignore[arg-type]
+    # The batch reaching offset 100 of partition 0 and 9 of partition 1 is checked against the marks as read.
+    assert consumer._ledger_marks({("t", 0): 100, ("t", 1): 9}) == {("t", 0): 120, ("t", 1): 5}
+    # Partition 1 went past its mark: nothing after it can be a redelivery; partition 0 did not yet.
+    assert consumer._ledger_marks({("t", 0): 130, ("t", 1): 20}) == {("t", 0): 120, ("t", 1): -1}
+    assert consumer._ledger_marks({("t", 0): 140, ("t", 2): 3}) == {("t", 0): -1, ("t", 1): -1, ("t", 2): -1}
+    assert dispatcher.asked == [[("t", 0), ("t", 1)], [("t", 2)]]
+    consumer._on_assign(None, [])  # type: ignore[arg-type]  # another consumer may have written meanwhile: read again
+    assert consumer._ledger_marks({("t", 1): 21}) == {("t", 1): 5}
+    assert dispatcher.asked[-1] == [("t", 1)]

@@ -88,16 +88,28 @@ class _InFlight:
     prepared: PreparedBatch
     messages: list[Message]
     commit: Future[BatchResult]
+    offsets: dict[tuple[str, int], int]  # the batch's last offset per partition
+
+
+_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__: a batch makes two per message
 
 
 def to_incoming(message: Message) -> IncomingMessage:
     """A confluent-kafka message as the dispatcher sees it."""
     _, timestamp = message.timestamp()
-    coordinate = MessageCoordinate(message.topic(), message.partition(), message.offset())
+    coordinate = _tuple(MessageCoordinate, (message.topic(), message.partition(), message.offset()))
     headers = message.headers()  # None when the message has none: the common case costs one call
-    if headers:
-        return IncomingMessage(coordinate, message.value(), message.key(), timestamp if timestamp > 0 else None, *trace_headers(headers))
-    return IncomingMessage(coordinate, message.value(), message.key(), timestamp if timestamp > 0 else None)
+    traced = trace_headers(headers) if headers else (None, None)
+    return _tuple(IncomingMessage, (coordinate, message.value(), message.key(), timestamp if timestamp > 0 else None, *traced))
+
+
+def last_offsets(messages: list[IncomingMessage]) -> dict[tuple[str, int], int]:
+    """The last offset of each partition in a batch from one poll (a partition's messages come in order)."""
+    last = {}
+    for message in messages:
+        topic, partition, offset = message[0]
+        last[topic, partition] = offset
+    return last
 
 
 def trace_headers(headers: list[tuple[str, bytes | None]]) -> tuple[str | None, str | None]:
@@ -188,7 +200,7 @@ class TriggerConsumer:
         flight, self._in_flight = self._in_flight, None
         if flight is not None:
             try:  # commit its offsets while the partitions are still ours
-                self._committed(consumer, flight.messages, flight.commit.result())
+                self._committed(consumer, flight.messages, flight.commit.result(), flight.offsets)
             except Exception as error:  # nothing of it was committed: the next owner gets it
                 log.warning("batch of %d message(s) not committed before a rebalance (%s); it will be redelivered", len(flight.messages), error)
         self._flush_offsets(consumer)
@@ -207,7 +219,9 @@ class TriggerConsumer:
                 # With a batch in flight, look without waiting: if nothing is there, land it
                 # at once rather than leave its offsets uncommitted for a poll timeout.
                 batch = self._next_batch(consumer, wait=self._in_flight is None)
-                good = [m for m in batch if self._usable(m)]
+                good = [m for m in batch if m.error() is None]
+                if len(good) < len(batch):
+                    good = [m for m in batch if self._usable(m)]
                 if good:
                     self._pipeline(consumer, good, stop)
                 else:
@@ -224,10 +238,12 @@ class TriggerConsumer:
     def _pipeline(self, consumer: Consumer, messages: list[Message], stop: threading.Event) -> None:
         """Work through a batch while the one before commits, then hand it to the committer."""
         flight, self._in_flight = self._in_flight, None
+        offsets: dict[tuple[str, int], int] = {}
         try:
             incoming = [to_incoming(m) for m in messages]
+            offsets = last_offsets(incoming)
             prepared: PreparedBatch | None = self.dispatcher.prepare_batch(
-                incoming, flight.prepared if flight is not None else None, self._ledger_marks(incoming)
+                incoming, flight.prepared if flight is not None else None, self._ledger_marks(offsets)
             )
         except Exception as error:  # a read failed, or worse: finish the batch before, then go carefully
             log.debug("preparing a batch failed (%s); handling it on its own", error)
@@ -235,19 +251,29 @@ class TriggerConsumer:
         landed = self._wait(flight)
         if prepared is not None and landed is not False:
             assert self._committer is not None
-            self._in_flight = _InFlight(prepared, messages, self._committer.submit(self.dispatcher.commit_prepared, prepared))
+            commit = self._committer.submit(self.dispatcher.commit_prepared, prepared)
+            self._in_flight = _InFlight(prepared, messages, commit, offsets)
         if flight is not None:
             self._settle(consumer, flight, landed, stop)  # offsets of the batch before, while this one commits
         if self._in_flight is None:  # not prepared, or built on a transaction that did not commit
             self._process(consumer, messages, stop)
 
-    def _ledger_marks(self, messages: list[IncomingMessage]) -> dict[tuple[str, int], int]:
-        """The ledger's marks for the partitions of a batch; read from the store the first time."""
-        unknown = {(m.coordinate.topic, m.coordinate.partition) for m in messages} - self._marks.keys()
+    def _ledger_marks(self, offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """The ledger's marks for the partitions of a batch (`offsets`: their last offsets); read from the store the first time.
+
+        A partition whose batch went past its mark gets the mark -1 for the batches
+        after it, whose messages all come later: none of them can be in the ledger.
+        """
+        marks = self._marks
+        unknown = offsets.keys() - marks.keys()
         if unknown:
             found = self.dispatcher.ledger_marks(sorted(unknown))
-            self._marks.update({partition: found.get(partition, -1) for partition in unknown})
-        return self._marks
+            marks.update({partition: found.get(partition, -1) for partition in unknown})
+        now = dict(marks)
+        for partition, offset in offsets.items():
+            if offset > marks[partition]:
+                marks[partition] = -1
+        return now
 
     def _land(self, consumer: Consumer, stop: threading.Event) -> None:
         """Wait for the batch in flight and commit its offsets (or redo it if it failed)."""
@@ -268,7 +294,7 @@ class TriggerConsumer:
 
     def _settle(self, consumer: Consumer, flight: _InFlight, landed: BatchResult | bool, stop: threading.Event) -> None:
         if isinstance(landed, BatchResult):
-            self._committed(consumer, flight.messages, landed)
+            self._committed(consumer, flight.messages, landed, flight.offsets)
         else:  # a conflict, a refused message, an outage: the careful way sorts it out
             self._process(consumer, flight.messages, stop)
 
@@ -313,12 +339,13 @@ class TriggerConsumer:
             consumer.resume(consumer.assignment())
         self._committed(consumer, messages, result)
 
-    def _committed(self, consumer: Consumer, messages: list[Message], result: BatchResult) -> None:
-        """The database has the batch: commit its offsets and report it."""
+    def _committed(self, consumer: Consumer, messages: list[Message], result: BatchResult,
+                   offsets: dict[tuple[str, int], int] | None = None) -> None:
+        """The database has the batch: commit its offsets (its last offset per partition, if known) and report it."""
         if self.crash_after_db_commit:
             log.error("fault injection (%s=1): exiting after the database commit, before the offset commit", CRASH_AFTER_DB_COMMIT_ENV)
             os._exit(CRASH_EXIT_CODE)
-        self._commit(consumer, messages)
+        self._commit(consumer, messages, offsets)
         self.batches += 1
         log.debug(
             "batch of %d message(s) committed: %d started, %d refreshed, %d dead-lettered, %d duplicate(s)",
@@ -338,17 +365,18 @@ class TriggerConsumer:
         consumer.pause(consumer.assignment())  # partitions assigned by a rebalance just now
         return arrived
 
-    def _commit(self, consumer: Consumer, messages: list[Message]) -> None:
+    def _commit(self, consumer: Consumer, messages: list[Message], last: dict[tuple[str, int], int] | None = None) -> None:
         """Commit a batch's offsets without waiting for the broker's answer.
 
         The database already has the batch and the trigger ledger makes a redelivery
         harmless, so the consumer need not wait a round trip per batch; `_flush_offsets`
         commits synchronously before partitions move or the consumer closes.
         """
-        last: dict[tuple[str, int], int] = {}
-        for message in messages:
-            key = (message.topic(), message.partition())
-            last[key] = max(last.get(key, -1), message.offset())
+        if last is None:
+            last = {}
+            for message in messages:
+                key = (message.topic(), message.partition())
+                last[key] = max(last.get(key, -1), message.offset())
         offsets = [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
         for offset in offsets:
             self._latest_offsets[(offset.topic, offset.partition)] = offset.offset

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from process_engine.adapters.memory.store import MemoryInstanceStore
+from process_engine.ports import AnsweredSync
 
 
 class MemoryActiveKeys:
@@ -16,6 +17,10 @@ class MemoryActiveKeys:
     def sync(self) -> Callable[[Sequence[tuple[str, str]]], list[tuple[str, str]]]:
         """Nothing to catch up on: the filter reads the store when it is used."""
         return self.possibly_active
+
+    def start_sync(self) -> AnsweredSync:
+        """`sync`, answered at once."""
+        return AnsweredSync(self.sync())
 
     def possibly_active(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """The pairs with an active instance now."""

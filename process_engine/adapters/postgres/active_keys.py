@@ -10,7 +10,9 @@ re-read prunes them.
 Why a batch may trust it: `sync` sends a sync notice on a channel of the
 listening connection's own and reads until it is back, on the caller's thread.
 PostgreSQL delivers notices in commit order, so once the sync is back every notice
-of a commit that finished before the call has been read. Until the index has
+of a commit that finished before the call has been read. `start_sync` does the same
+in two halves: it sends the notice and returns, and the batch reads the answer when
+it needs it, by when it has usually arrived (no thread, no wait). Until the index has
 loaded, after its connection drops, while another thread is using the connection, or
 when the sync does not come back with its own result, it answers "maybe" for every
 pair: the engine then queries as it did without the index.
@@ -19,23 +21,52 @@ pair: the engine then queries as it did without the index.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 import orjson
 import psycopg
+from psycopg import pq
 
 from process_engine.adapters.postgres.queries import query
+from process_engine.ports import AnsweredSync
 
 log = logging.getLogger(__name__)
 CHANNEL = "process_engine_active_keys"
 Pair = tuple[str, str]
+SYNC_READ_SECONDS = 2.0  # the longest a pending sync is waited for when its caller gives no timeout
 
 
 def _every_pair(pairs: Sequence[Pair]) -> list[Pair]:
     """The filter of an index that cannot be trusted now: every pair may be active."""
     return list(pairs)
+
+
+class PendingSync:
+    """A sync notice sent on the index's connection, its answer not read yet; the index's lock is held until it is."""
+
+    def __init__(self, index: PostgresActiveKeys, conn: psycopg.Connection, number: int):
+        self.index, self.conn, self.number = index, conn, number
+        self.answer: Callable[[Sequence[Pair]], list[Pair]] | None = None
+
+    def result(self, timeout: float | None = None) -> Callable[[Sequence[Pair]], list[Pair]]:
+        """Read the answer (waiting up to `timeout` seconds for it) and every notice before it; returns the filter.
+
+        A connection that does not answer in time is dropped, and the filter lets every pair through.
+        """
+        if self.answer is None:
+            try:
+                self.answer = self.index._possible if self.index._finish(self.conn, self.number, timeout) else _every_pair
+            finally:
+                self.index._lock.release()
+        return self.answer
+
+    def close(self) -> None:
+        """Read the answer if nobody has: the connection is then free for the next sync."""
+        if self.answer is None:
+            self.result(SYNC_READ_SECONDS)
 
 
 class PostgresActiveKeys:
@@ -78,15 +109,59 @@ class PostgresActiveKeys:
         the index cannot be trusted now). It stays right after later commits too: the
         index only grows between re-reads, and a re-read covers what it replaces.
         """
-        if not self._lock.acquire(blocking=False):  # another thread syncs or reloads: ask the store
-            return _every_pair
-        try:
-            conn = self._conn
-            if conn is None or not self._sync(conn):
-                return _every_pair
-        finally:
+        return self.start_sync().result()
+
+    def start_sync(self) -> PendingSync | AnsweredSync:
+        """`sync` in two halves: the notice is sent now; `result()` of the answer reads it back and gives the filter.
+
+        The caller must call `result` or `close` of what it gets: until then nothing else
+        uses the index's connection.
+        """
+        if not self._lock.acquire(blocking=False):
+            return AnsweredSync(_every_pair)
+        conn = self._conn
+        if conn is None:
             self._lock.release()
-        return self._possible
+            return AnsweredSync(_every_pair)
+        self._sent += 1
+        self._used = time.monotonic()
+        try:
+            pgconn = conn.pgconn
+            pgconn.send_query_params(query("notify_active_keys").encode(), [self._sync_channel.encode(), str(self._sent).encode()])
+            while pgconn.flush():  # a few bytes: sent at once unless the socket is full
+                select.select([], [pgconn.socket], [], SYNC_READ_SECONDS)
+        except Exception as error:
+            self._lost(conn, error)
+            self._lock.release()
+            return AnsweredSync(_every_pair)
+        return PendingSync(self, conn, self._sent)
+
+    def _finish(self, conn: psycopg.Connection, number: int, timeout: float | None) -> bool:
+        """Read a sent sync's result and the notices before it (holding the lock); False if it cannot be had."""
+        seconds = SYNC_READ_SECONDS if timeout is None else timeout
+        deadline = time.monotonic() + seconds
+        try:
+            pgconn = conn.pgconn
+            pgconn.consume_input()
+            while pgconn.is_busy():
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([pgconn.socket], [], [], left)[0]:
+                    raise TimeoutError(f"no answer to the active-key sync within {seconds} s")
+                pgconn.consume_input()
+            while (result := pgconn.get_result()) is not None:
+                if result.status != pq.ExecStatus.TUPLES_OK:
+                    raise psycopg.OperationalError((result.error_message or b"").decode("utf-8", "replace") or "sync failed")
+            while (notice := pgconn.notifies()) is not None:
+                self._apply(notice.relname.decode("utf-8", "replace"), notice.extra.decode("utf-8", "replace"))
+            if self._reload:
+                self._load(conn)
+        except Exception as error:  # the connection, or a notice that broke its handler: start again
+            self._lost(conn, error)
+            return False
+        if self._seen < number:  # PostgreSQL sends its own notices before the result: not expected
+            log.debug("active-key sync %d not back with its result; asking the store instead", number)
+            return False
+        return True
 
     def possibly_active(self, pairs: Sequence[Pair]) -> list[Pair]:
         """The pairs that may have an active instance, every commit finished before this call counted."""
@@ -97,7 +172,7 @@ class PostgresActiveKeys:
         return [pair for pair in pairs if hash(pair) in keys]
 
     def close(self) -> None:
-        """Stop listening and close the connection."""
+        """Stop listening and close the connection (once a pending sync is answered or has timed out)."""
         self._stop.set()
         self._thread.join(5.0)
         with self._lock:
@@ -106,23 +181,6 @@ class PostgresActiveKeys:
                 self._conn = None
 
     # -- on the caller's thread, holding the lock ---------------------------------------
-    def _sync(self, conn: psycopg.Connection) -> bool:
-        """Read every notice up to a sync of our own; False when that cannot be had."""
-        self._sent += 1
-        self._used = time.monotonic()
-        try:
-            # psycopg hands each notice read before the result to `_notice`.
-            conn.execute(query("notify_active_keys"), {"channel": self._sync_channel, "payload": str(self._sent)})
-            if self._reload:
-                self._load(conn)
-        except Exception as error:  # the connection, or a notice that broke its handler: start again
-            self._lost(conn, error)
-            return False
-        if self._seen < self._sent:  # PostgreSQL sends its own notices before the result: not expected
-            log.debug("active-key sync %d not back with its result; asking the store instead", self._sent)
-            return False
-        return True
-
     def _load(self, conn: psycopg.Connection) -> None:
         """Re-read every active key; notices read meanwhile join the new set."""
         self._reload = False
@@ -137,8 +195,10 @@ class PostgresActiveKeys:
 
     def _notice(self, notice: psycopg.Notify) -> None:
         """Apply one notice (psycopg's notify handler, called while the lock's holder reads)."""
-        payload = notice.payload
-        if notice.channel == self._sync_channel:
+        self._apply(notice.channel, notice.payload)
+
+    def _apply(self, channel: str, payload: str) -> None:
+        if channel == self._sync_channel:
             self._seen = max(self._seen, int(payload))
             return
         if payload == "overflow":

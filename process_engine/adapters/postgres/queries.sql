@@ -504,8 +504,9 @@ SELECT remove_compression_policy('process_history', if_exists => TRUE)
 SELECT add_compression_policy('process_history', compress_after => %(interval)s::interval)
 
 -- name: notify_active_keys
--- The active-key index's sync notice (adapters/postgres/active_keys.py).
-SELECT pg_notify(%(channel)s, %(payload)s)
+-- The active-key index's sync notice (adapters/postgres/active_keys.py), sent through
+-- libpq itself: $1 the index's own channel, $2 the sync's number.
+SELECT pg_notify($1, $2)
 
 -- name: active_keys
 -- Every (definition, key) pair with an active instance: the active-key index's load.

@@ -1,0 +1,153 @@
+"""The fused screening step answers as the general path does, or leaves the message to it.
+
+`fast_screen` decodes, keys and screens a message in one step; whatever it answers
+must be what decode_message, correlation_key and screen_all answer, and a message it
+cannot vouch for (refused, raising, an odd key) must be left to the general path,
+which dead-letters it with the reason. Then `loud` drops only messages that provably
+do nothing.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from process_engine.adapters.definitions.yaml_loader import load_text
+from process_engine.adapters.memory.store import MemoryInstanceStore
+from process_engine.domain.expressions import compile_expression
+from process_engine.engine.triggers import correlation_key
+from process_engine.ports import IncomingMessage, MessageCoordinate
+from process_engine.runtime.message_decoding import MessageLimits, Refused, decode_message
+from process_engine.runtime.messages import MessageDispatcher
+from process_engine.runtime.registry import DefinitionRegistry
+from process_engine.runtime.screening import fast_screen, loud, screen_all
+from tests.unit.hot_watch import WATCH, readings
+
+BY_KEY = WATCH.replace("hot-watch", "by-kafka-key").replace(", correlate: tags.device_id", "")
+WITH_VARIABLE = """
+id: with-variable
+trigger: {type: kafka, topic: readings, condition: "${temperature} > limit", correlate: tags.device_id}
+variables:
+  - {name: temperature, source: fields.temp_c}
+activities:
+  - {id: start, type: start}
+  - {id: end, type: end}
+"""
+HOLDING = WATCH.replace("hot-watch", "holding").replace('condition: "fields.temp_c > 25"', 'condition: "fields.temp_c > 25", for: 5m')
+
+LIMITS = MessageLimits(max_bytes=4096, max_depth=8)
+VALUES: list[bytes | None] = [
+    orjson.dumps({"tags": {"device_id": "hp-1"}, "fields": {"temp_c": 20.5}}),
+    orjson.dumps({"tags": {"device_id": "hp-1"}, "fields": {"temp_c": 30}, "limit": 25}),
+    orjson.dumps({"tags": {"device_id": 7}, "fields": {"temp_c": 20}}),  # a number as key: JSON text
+    orjson.dumps({"tags": {"device_id": None}, "fields": {"temp_c": 20}}),
+    orjson.dumps({"tags": {"device_id": {"a": [1, 2]}}, "fields": {"temp_c": 20}}),
+    orjson.dumps({"tags": ["hp-1"], "fields": {"temp_c": 20}}),  # the path crosses a list
+    orjson.dumps({"fields": {"temp_c": 20}}),  # no key at all
+    orjson.dumps({"tags": {"device_id": "hp-2"}, "fields": {"temp_c": "hot"}}),  # the condition raises
+    orjson.dumps({"tags": {"device_id": "hp-2"}, "fields": 5}),  # `fields.temp_c` of a number raises
+    orjson.dumps({"tags": {"device_id": "hp-3"}}),  # the condition reads what is missing
+    orjson.dumps({"tags": {"device_id": "hp-4"}, "fields": {"temp_c": 20}, "deep": [[[[[[[[[1]]]]]]]]]}),
+    orjson.dumps({"tags": {"device_id": "hp-4"}, "fields": {"temp_c": 20}, "brackets": "{[{[{[{[{[{[" * 20}),
+    orjson.dumps({"x": "y" * 5000}),  # over max_bytes
+    b"[1, 2]", b"not json", b'{"a": NaN}', b"\xff\xfe", b"", None,
+]
+
+
+def general(definitions: list, value: bytes | None, key: bytes | None) -> object:
+    """The general path's answer: Refused, ("key error", definition id), or the screened entries."""
+    document = decode_message(value, LIMITS)
+    if isinstance(document, Refused):
+        return document
+    pairs = []
+    for definition in definitions:
+        try:
+            pairs.append((definition, correlation_key(definition, document, key)))
+        except Exception:
+            return ("key error", definition.id)
+    return document, [(d.id, k, o if not isinstance(o, Exception) else type(o)) for d, k, o in screen_all(document, pairs)]
+
+
+@pytest.mark.parametrize("texts", [[WATCH], [BY_KEY], [WITH_VARIABLE], [WATCH, BY_KEY, WITH_VARIABLE]], ids=["path", "kafka-key", "variable", "three"])
+@pytest.mark.parametrize("key", [None, b"kafka-key", b"\xff\x00"], ids=["no-key", "key", "binary-key"])
+def test_every_answer_is_the_general_paths_answer(texts: list[str], key: bytes | None) -> None:
+    definitions = [load_text(text) for text in texts]
+    fused = fast_screen(definitions, LIMITS)
+    assert fused is not None
+    vouched = 0
+    for value in VALUES:
+        answer = fused(value, key)
+        expected = general(definitions, value, key)
+        if answer is None:  # left to the general path, which is always right
+            continue
+        vouched += 1
+        document, entries, quiet = answer
+        assert (document, [(d.id, k, o) for d, k, o in entries]) == expected, value
+        outcomes = [o for _, _, o in entries]
+        assert all(isinstance(o, bool) for o in outcomes)
+        if any(outcomes):
+            assert quiet is None
+        else:
+            assert quiet == [(d.id, k) for d, k, _ in entries if k is not None]
+    assert vouched >= (1 if WITH_VARIABLE in texts else 5)  # the common shapes take the fused step
+
+
+def test_a_message_it_leaves_to_the_general_path_is_refused_or_dead_lettered_there() -> None:
+    definition = load_text(WATCH)
+    fused = fast_screen([definition], LIMITS)
+    assert fused is not None
+    assert all(fused(value, None) is None for value in (b"not json", None, orjson.dumps({"x": "y" * 5000}), VALUES[7]))
+    store = MemoryInstanceStore()
+    registry = DefinitionRegistry(store)
+    registry.activate([definition])
+    dispatcher = MessageDispatcher(store, registry, limits=LIMITS)
+    result = dispatcher.handle_batch([IncomingMessage(MessageCoordinate("readings", 0, n), value) for n, value in enumerate(VALUES)])
+
+    def refused(value: bytes | None) -> bool:
+        answer = general([definition], value, None)
+        return isinstance(answer, Refused) or answer[0] == "key error" or any(isinstance(o, type) for _, _, o in answer[1])
+
+    dead = {d.coordinate.offset for d in store.dead_letters()}
+    assert dead == {n for n, value in enumerate(VALUES) if refused(value)} and result.dead_lettered == len(dead)
+    assert {7, 8, 9, 14} <= dead  # text compared with a number, a field of a number, a missing field, not JSON
+
+
+def test_definitions_with_windows_or_holds_take_the_general_path() -> None:
+    assert fast_screen([load_text(HOLDING)], LIMITS) is None
+    assert fast_screen([load_text(WATCH), load_text(HOLDING)], LIMITS) is None
+    assert fast_screen([], LIMITS) is None
+
+
+def test_loud_keeps_what_an_active_carried_or_earlier_key_makes_matter() -> None:
+    definition = load_text(WATCH)
+    fused = fast_screen([definition], LIMITS)
+    assert fused is not None
+    batch = readings(0, ("cold", 20.0), ("hot", 30.0), ("hot", 20.0), ("active", 20.0), ("carried", 20.0), ("cold", 21.0))
+    screened = [(m, *fused(m.value, m.key)) for m in batch]
+    kept = loud(screened, active={("hot-watch", "active")}, carried={("hot-watch", "carried")})
+    # The cold key does nothing; the hot reading may start an instance, which the reading after it refreshes.
+    assert [m.coordinate.offset for m, *_ in kept] == [1, 2, 3, 4]
+
+
+def test_the_evaluator_answers_and_fails_as_evaluate_does() -> None:
+    cases = [
+        ("fields.temp_c > 25", {}, {"fields": {"temp_c": 30}}),
+        ("${temperature} > limit", {"temperature": 20}, {"limit": 10}),
+        ("round(message.fields.temp_c, 1) + pi", {}, {"fields": {"temp_c": 1.234}}),
+        ("fields.temp_c > 25", {}, {"fields": {"temp_c": "hot"}}),
+        ("fields.temp_c > 25", {}, {"other": 1}),
+        ("${missing} > 1", {}, {"missing": 2}),
+        ("text * count", {}, {"text": "x", "count": 10**9}),
+    ]
+    for source, variables, message in cases:
+        expression = compile_expression(source)
+        here = expression.evaluator()
+        try:
+            expected: object = expression.evaluate(variables, message)
+        except Exception as error:
+            expected = (type(error), str(error))
+        try:
+            got: object = here(variables, message)
+        except Exception as error:
+            got = (type(error), str(error))
+        assert got == expected, source
