@@ -101,8 +101,12 @@ def loud(screened: Sequence[tuple[Any, dict[str, Any], list[Screened], list[Pair
     touched: set[Pair] = set()
     for entry in screened:
         quiet = entry[3]
-        if quiet is not None and not any(pair in active or pair in carried or pair in touched for pair in quiet):
-            continue
+        if quiet is not None:
+            for pair in quiet:  # a loop, not any(): most messages have one pair, and a generator costs more
+                if pair in active or pair in carried or pair in touched:
+                    break
+            else:
+                continue
         kept.append(entry)
         touched.update((definition.id, key) for definition, key, _ in entry[2] if key is not None)
     return kept

@@ -71,7 +71,7 @@ def test_a_slow_sync_still_refreshes_the_active_key_and_queries_no_cold_one() ->
     result = dispatcher.handle_batch(readings(1, ("hp-1", 22.5), ("cold-1", 20.0), ("cold-2", 21.0)))
     assert (result.started, result.refreshed, result.dead_lettered) == ([], 1, 0)
     assert store.load(started[0]).variables["temperature"] == 22.5
-    # Asked on this thread, once the conditions were evaluated: not on the lookup thread while they were.
+    # Asked on this thread, once the conditions were evaluated.
     assert store.asked == [([("hot-watch", "hp-1")], threading.current_thread().name)]
     assert index.synced == 2
 
