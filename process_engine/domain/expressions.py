@@ -108,8 +108,9 @@ class Expression:
         """`evaluate` (with a budget of its own) bound to this thread's interpreter, for one thread's loop over a batch.
 
         The same answers and the same errors: what `evaluate` looks up on every call is
-        looked up once here, and whatever the code object raises is evaluated again by
-        `evaluate`, which says why in its words.
+        looked up once here; a bound passed is reported as `evaluate` reports it, and
+        anything else the code object raises is evaluated again by `evaluate`, which says
+        why in its words.
         """
         if self._code is None:
             return self.evaluate
@@ -131,6 +132,8 @@ class Expression:
             interpreter.budget, interpreter.built = None, 0
             try:
                 return eval(code, names, symbols)  # noqa: S307 (compiled_expressions: a checked tree, no builtins)
+            except LimitExceeded as error:  # what `evaluate` raises for it, without spending the budget again
+                raise type(error)(f"expression {self.source!r} failed: {self._readable(error)}") from None
             except Exception:
                 return evaluate(variables, message)
 

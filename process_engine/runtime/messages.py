@@ -309,9 +309,10 @@ class MessageDispatcher:
         fast: dict[str, Any] = {}
         for message in messages:
             topic = message.coordinate.topic
-            if topic not in fast:
-                fast[topic] = fast_screen(self.registry.for_topic(topic), self.limits)
-            fused = fast[topic]
+            if topic not in fast:  # one list of the topic's definitions for the whole batch, whatever reloads meanwhile
+                definitions = self.registry.for_topic(topic)
+                fast[topic] = (definitions, fast_screen(definitions, self.limits))
+            definitions, fused = fast[topic]
             if fused is not None and (done := fused(message.value, message.key)) is not None:
                 screened.append((message, *done))
                 continue
@@ -320,7 +321,7 @@ class MessageDispatcher:
                 continue
             pairs: list[tuple[ProcessDefinition, str | None]] = []
             try:
-                for definition in self.registry.for_topic(topic):
+                for definition in definitions:
                     pairs.append((definition, correlation_key(definition, document, message.key)))
             except Exception as error:  # nothing is changed yet: dead-letter it on the spot
                 self._dead_letter(unit, message, f"correlation key of {definition.id}: {error_text(error)}", result, definition.id)

@@ -155,3 +155,18 @@ def test_a_sync_the_server_does_not_answer_lets_every_pair_through_and_the_index
     while index.possibly_active(asked) != [("flow", "before-start")]:  # a new connection, loaded again
         assert time.monotonic() < deadline, "the index did not come back within 10 s"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("subject", ["postgres"], indirect=True)  # the memory store's index is exact
+def test_a_re_read_due_while_batches_hold_the_index_is_done_by_the_next_sync(subject: Subject) -> None:
+    index = subject.index
+    assert isinstance(index, PostgresActiveKeys)
+    running = instance(correlation_key="ending")
+    subject.store.commit([Step(running, None)])
+    assert index.possibly_active([("flow", "ending")]) == [("flow", "ending")]
+    subject.store.commit([Step(running.with_changes(status="completed", tokens=()), 1)])
+    pending = index.start_sync()  # a batch holds the connection, as a busy consumer does from batch to batch
+    index._loaded = time.monotonic() - 2 * index.reload_interval  # the ten-minute re-read is due
+    time.sleep(2.5 * index.drain_interval)  # the keeper looks, finds the connection in use, and leaves the re-read to it
+    assert index._reload
+    assert pending.result(5)([("flow", "ending")]) == []  # re-read on the batch's sync: the ended key is gone

@@ -44,6 +44,15 @@ def _every_pair(pairs: Sequence[Pair]) -> list[Pair]:
     return list(pairs)
 
 
+def _wait(fd: int, events: int, deadline: float, seconds: float = SYNC_READ_SECONDS) -> None:
+    """Wait until the socket is ready for `events` (poll: no limit on the descriptor's number), or raise at `deadline`."""
+    waiter = select.poll()
+    waiter.register(fd, events)
+    left = deadline - time.monotonic()
+    if left <= 0 or not waiter.poll(left * 1000):
+        raise TimeoutError(f"no answer to the active-key sync within {seconds} s")
+
+
 class PendingSync:
     """A sync notice sent on the index's connection, its answer not read yet; the index's lock is held until it is."""
 
@@ -57,9 +66,12 @@ class PendingSync:
         A connection that does not answer in time is dropped, and the filter lets every pair through.
         """
         if self.answer is None:
+            answer = _every_pair
             try:
-                self.answer = self.index._possible if self.index._finish(self.conn, self.number, timeout) else _every_pair
-            finally:
+                if self.index._finish(self.conn, self.number, timeout):
+                    answer = self.index._possible
+            finally:  # once, whatever was raised: `close` after an interrupted read must not release it again
+                self.answer = answer
                 self.index._lock.release()
         return self.answer
 
@@ -128,8 +140,10 @@ class PostgresActiveKeys:
         try:
             pgconn = conn.pgconn
             pgconn.send_query_params(query("notify_active_keys").encode(), [self._sync_channel.encode(), str(self._sent).encode()])
+            deadline = time.monotonic() + SYNC_READ_SECONDS
             while pgconn.flush():  # a few bytes: sent at once unless the socket is full
-                select.select([], [pgconn.socket], [], SYNC_READ_SECONDS)
+                _wait(pgconn.socket, select.POLLOUT | select.POLLIN, deadline)
+                pgconn.consume_input()
         except Exception as error:
             self._lost(conn, error)
             self._lock.release()
@@ -142,13 +156,14 @@ class PostgresActiveKeys:
         deadline = time.monotonic() + seconds
         try:
             pgconn = conn.pgconn
-            pgconn.consume_input()
-            while pgconn.is_busy():
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([pgconn.socket], [], [], left)[0]:
-                    raise TimeoutError(f"no answer to the active-key sync within {seconds} s")
+            while True:  # libpq's get_result blocks while it is busy: wait for the socket first, each time
                 pgconn.consume_input()
-            while (result := pgconn.get_result()) is not None:
+                while pgconn.is_busy():
+                    _wait(pgconn.socket, select.POLLIN, deadline, seconds)
+                    pgconn.consume_input()
+                result = pgconn.get_result()
+                if result is None:
+                    break
                 if result.status != pq.ExecStatus.TUPLES_OK:
                     raise psycopg.OperationalError((result.error_message or b"").decode("utf-8", "replace") or "sync failed")
             while (notice := pgconn.notifies()) is not None:
@@ -230,8 +245,10 @@ class PostgresActiveKeys:
                     continue
             if self._stop.wait(self.drain_interval):
                 return
-            if not self._lock.acquire(blocking=False):
-                continue  # in use, so it is read anyway
+            if not self._lock.acquire(blocking=False):  # in use, so it is read anyway
+                if time.monotonic() - self._loaded > self.reload_interval:
+                    self._reload = True  # a busy consumer holds the lock from batch to batch: its next sync re-reads
+                continue
             try:
                 conn = self._conn
                 if conn is None:
