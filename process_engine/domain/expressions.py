@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import keyword
+import operator
 import re
 import threading
 import warnings
@@ -40,6 +41,8 @@ _DOTTED_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _ALIAS_PREFIX = "__variable_"
 _FUNCTION_PREFIX = "__function_"
 _UNBOUND = object()
+_COMPARISONS = {ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Lt: operator.lt, ast.LtE: operator.le,
+                ast.Eq: operator.eq, ast.NotEq: operator.ne}
 _CONSTANT_INTERPRETERS = threading.local()  # a cache, holding no state between evaluations
 # ast.parse prints SyntaxWarnings (`1if x`) on stderr; expressions are parsed under
 # their own file name, so that only theirs are silenced (catch_warnings is slow and
@@ -138,6 +141,31 @@ class Expression:
                 return evaluate(variables, message)
 
         return evaluate_here
+
+    def comparison(self) -> tuple[tuple[str, ...], Callable[[Any, Any], Any], int | float | str] | None:
+        """`a.b <op> constant` when that is the whole expression (`fields.temp_c > 25`): the path, operator and constant.
+
+        For a caller that evaluates it with no variables bound (a variable named like the
+        path's first step would be read first), follows the path in the message itself and
+        evaluates anything irregular with `evaluate`. None for every other shape, and for
+        a path that starts at `message`, an aliased `${variable}` or a constant such as `pi`.
+        """
+        tree = self._tree
+        if not (isinstance(tree, ast.Compare) and len(tree.ops) == 1 and type(tree.ops[0]) in _COMPARISONS):
+            return None
+        constant = tree.comparators[0]
+        if not (isinstance(constant, ast.Constant) and type(constant.value) in (int, float, str)):
+            return None
+        path: list[str] = []
+        node = tree.left
+        while isinstance(node, ast.Attribute):
+            path.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name) or node.id not in self._value_names or node.id in self._aliases:
+            return None
+        if node.id == "message" or node.id in CONSTANTS:
+            return None
+        return (node.id, *reversed(path)), _COMPARISONS[type(tree.ops[0])], constant.value
 
     def _symbols(self, variables: Mapping[str, Any], message: Any) -> dict[str, Any]:
         """Bind only the names this expression reads: variables, then message, then constants."""

@@ -99,10 +99,34 @@ def screener(definition: ProcessDefinition) -> Callable[[Mapping[str, Any]], boo
         return lambda message: True
     evaluate = condition.evaluator()
     variables = definition.condition_variables
-    if not variables:
+    if variables:
+        return lambda message: bool(evaluate(_condition_scope(variables, message), message))
+    compared = condition.comparison()
+    if compared is None:
         return lambda message: bool(evaluate({}, message))
+    # The commonest telemetry condition, `fields.temp_c > 25`: the path followed in place and
+    # compared as the compiled code would; anything irregular is evaluated as above.
+    (first, *rest), compare, constant = compared
 
-    return lambda message: bool(evaluate(_condition_scope(variables, message), message))
+    def irregular(message: Mapping[str, Any]) -> bool:
+        return bool(evaluate({}, message))
+
+    def direct(message: Mapping[str, Any]) -> bool:
+        if type(message) is not dict:
+            return irregular(message)
+        value = message.get(first, _ABSENT)
+        for step in rest:
+            if type(value) is not dict:
+                return irregular(message)
+            value = value.get(step, _ABSENT)
+        if value is _ABSENT:
+            return irregular(message)
+        try:
+            return bool(compare(value, constant))
+        except Exception:  # text against a number: the evaluation says why
+            return irregular(message)
+
+    return direct
 
 
 def _condition_scope(variables: Sequence[Variable], message: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,9 @@ activities:
   - {id: start, type: start}
   - {id: end, type: end}
 """
+# Conditions of the `path <op> constant` shape that is followed in place, and ones just short of it.
+CONDITIONS = ["fields.temp_c >= 25", "tags.device_id == 'hp-1'", "fields != 5", "fields.temp_c < 'x'", "limit <= 25.5",
+              "pi > 3", "message.fields.temp_c > 1", "fields.temp_c > 25 and limit", "25 < fields.temp_c", "fields.temp_c > True"]
 HOLDING = WATCH.replace("hot-watch", "holding").replace('condition: "fields.temp_c > 25"', 'condition: "fields.temp_c > 25", for: 5m')
 
 LIMITS = MessageLimits(max_bytes=4096, max_depth=8)
@@ -68,7 +71,9 @@ def general(definitions: list, value: bytes | None, key: bytes | None) -> object
     return document, [(d.id, k, o if not isinstance(o, Exception) else type(o)) for d, k, o in screen_all(document, pairs)]
 
 
-@pytest.mark.parametrize("texts", [[WATCH], [BY_KEY], [WITH_VARIABLE], [WATCH, BY_KEY, WITH_VARIABLE]], ids=["path", "kafka-key", "variable", "three"])
+@pytest.mark.parametrize("texts", [[WATCH], [BY_KEY], [WITH_VARIABLE], [WATCH, BY_KEY, WITH_VARIABLE],
+                                   *([WATCH.replace("fields.temp_c > 25", c)] for c in CONDITIONS)],
+                         ids=["path", "kafka-key", "variable", "three", *CONDITIONS])
 @pytest.mark.parametrize("key", [None, b"kafka-key", b"\xff\x00"], ids=["no-key", "key", "binary-key"])
 def test_every_answer_is_the_general_paths_answer(texts: list[str], key: bytes | None) -> None:
     definitions = [load_text(text) for text in texts]
@@ -89,7 +94,7 @@ def test_every_answer_is_the_general_paths_answer(texts: list[str], key: bytes |
             assert quiet is None
         else:
             assert quiet == [(d.id, k) for d, k, _ in entries if k is not None]
-    assert vouched >= (1 if WITH_VARIABLE in texts else 5)  # the common shapes take the fused step
+    assert vouched >= (1 if WITH_VARIABLE in texts or WATCH not in texts else 5)  # the common shapes take the fused step
 
 
 def test_a_message_it_leaves_to_the_general_path_is_refused_or_dead_lettered_there() -> None:
@@ -127,6 +132,14 @@ def test_loud_keeps_what_an_active_carried_or_earlier_key_makes_matter() -> None
     kept = loud(screened, active={("hot-watch", "active")}, carried={("hot-watch", "carried")})
     # The cold key does nothing; the hot reading may start an instance, which the reading after it refreshes.
     assert [m.coordinate.offset for m, *_ in kept] == [1, 2, 3, 4]
+
+
+def test_a_comparison_is_followed_in_place_only_in_its_plain_shape() -> None:
+    shapes = {source: compile_expression(source).comparison() for source in CONDITIONS}
+    assert shapes["fields.temp_c >= 25"] is not None and shapes["fields.temp_c >= 25"][0] == ("fields", "temp_c")
+    assert shapes["limit <= 25.5"] is not None and shapes["fields != 5"] is not None
+    for source in ("pi > 3", "message.fields.temp_c > 1", "fields.temp_c > 25 and limit", "25 < fields.temp_c", "fields.temp_c > True"):
+        assert shapes[source] is None, source
 
 
 def test_the_evaluator_answers_and_fails_as_evaluate_does() -> None:
