@@ -170,3 +170,14 @@ def test_a_re_read_due_while_batches_hold_the_index_is_done_by_the_next_sync(sub
     time.sleep(2.5 * index.drain_interval)  # the keeper looks, finds the connection in use, and leaves the re-read to it
     assert index._reload
     assert pending.result(5)([("flow", "ending")]) == []  # re-read on the batch's sync: the ended key is gone
+
+
+@pytest.mark.parametrize("subject", ["postgres"], indirect=True)  # the memory index holds nothing
+def test_closing_while_a_sync_is_never_read_does_not_hang(subject: Subject) -> None:
+    index = subject.index
+    assert isinstance(index, PostgresActiveKeys)
+    index.start_sync()  # a batch stuck somewhere else: its answer is never read
+    began = time.monotonic()
+    index.close()
+    assert time.monotonic() - began < 10
+    assert index.possibly_active([("flow", "before-start")]) == [("flow", "before-start")]  # closed: "maybe" for every pair

@@ -187,13 +187,19 @@ class PostgresActiveKeys:
         return [pair for pair in pairs if hash(pair) in keys]
 
     def close(self) -> None:
-        """Stop listening and close the connection (once a pending sync is answered or has timed out)."""
+        """Stop listening and close the connection, once a batch that holds it lets it go (at most a few seconds)."""
         self._stop.set()
         self._thread.join(5.0)
-        with self._lock:
+        # A consumer thread still in a batch holds the lock until its sync is read; one
+        # stuck elsewhere must not keep the process from stopping.
+        held = self._lock.acquire(timeout=SYNC_READ_SECONDS + 1.0)
+        try:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        finally:
+            if held:
+                self._lock.release()
 
     # -- on the caller's thread, holding the lock ---------------------------------------
     def _load(self, conn: psycopg.Connection) -> None:
