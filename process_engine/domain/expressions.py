@@ -65,6 +65,12 @@ class Expression:
     _interpreters: threading.local = field(
         default_factory=threading.local, repr=False, compare=False
     )
+    # How `_symbols` binds each value name: (name, the variable it stands for, whether it is an ${alias}).
+    _binds: tuple[tuple[str, str, bool], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        binds = tuple((name, self._aliases.get(name, name), name in self._aliases) for name in self._value_names)
+        object.__setattr__(self, "_binds", binds)
 
     @property
     def bare_names(self) -> frozenset[str]:
@@ -118,20 +124,10 @@ class Expression:
         if self._code is None:
             return self.evaluate
         interpreter = self._interpreter()
-        code, names, evaluate = self._code, self._interpreters.names, self.evaluate
-        functions = dict(self._functions)
-        # `_symbols`, planned once: (name, the variable it stands for, whether it is ${alias})
-        binds = tuple((name, self._aliases.get(name, name), name in self._aliases) for name in self._value_names)
+        code, names, evaluate, symbols_of = self._code, self._interpreters.names, self.evaluate, self._symbols
 
         def evaluate_here(variables: Mapping[str, Any], message: Mapping[str, Any] | None = None) -> Any:
-            symbols = functions.copy()
-            keys = message if type(message) is dict or isinstance(message, Mapping) else {}
-            for name, variable, aliased in binds:
-                value = variables.get(variable, _UNBOUND)
-                if value is _UNBOUND and not aliased:
-                    value = _resolve_bare(name, message, keys)
-                if value is not _UNBOUND:
-                    symbols[name] = value
+            symbols = symbols_of(variables, message)
             interpreter.budget, interpreter.built = None, 0
             try:
                 return eval(code, names, symbols)  # noqa: S307 (compiled_expressions: a checked tree, no builtins)
@@ -170,11 +166,10 @@ class Expression:
     def _symbols(self, variables: Mapping[str, Any], message: Any) -> dict[str, Any]:
         """Bind only the names this expression reads: variables, then message, then constants."""
         symbols = dict(self._functions)
-        aliases = self._aliases
         keys = message if type(message) is dict or isinstance(message, Mapping) else {}
-        for name in self._value_names:
-            value = variables.get(aliases.get(name, name), _UNBOUND)
-            if value is _UNBOUND and name not in aliases:
+        for name, variable, aliased in self._binds:
+            value = variables.get(variable, _UNBOUND)
+            if value is _UNBOUND and not aliased:
                 value = _resolve_bare(name, message, keys)
             if value is not _UNBOUND:
                 symbols[name] = value
