@@ -77,19 +77,28 @@ def key_function(definition: ProcessDefinition) -> Callable[[dict[str, Any], byt
         return general
 
     def followed(message: dict[str, Any], message_key: bytes | None) -> str | None:
-        value: Any = message
-        for step in steps:
-            if type(value) is not dict:
-                return general(message, message_key)
-            value = value.get(step, _ABSENT)
-            if value is _ABSENT:
-                return None
-        return value if type(value) is str else general(message, message_key)
+        value = _follow(message, steps)
+        if value is _ABSENT:
+            return None
+        return value if type(value) is str else general(message, message_key)  # _OFF_PATH too
 
     return followed
 
 
-_ABSENT = object()
+_ABSENT = object()  # a key on the path is missing
+_OFF_PATH = object()  # the path meets something other than an object
+
+
+def _follow(document: Any, steps: Sequence[str]) -> Any:
+    """The value at a path of object keys, as the JSONPath walk finds it in decoded JSON; _ABSENT or _OFF_PATH if none."""
+    value = document
+    for step in steps:
+        if type(value) is not dict:
+            return _OFF_PATH
+        value = value.get(step, _ABSENT)
+        if value is _ABSENT:
+            return _ABSENT
+    return value
 
 
 def screener(definition: ProcessDefinition) -> Callable[[Mapping[str, Any]], bool]:
@@ -106,20 +115,14 @@ def screener(definition: ProcessDefinition) -> Callable[[Mapping[str, Any]], boo
         return lambda message: bool(evaluate({}, message))
     # The commonest telemetry condition, `fields.temp_c > 25`: the path followed in place and
     # compared as the compiled code would; anything irregular is evaluated as above.
-    (first, *rest), compare, constant = compared
+    path, compare, constant = compared
 
     def irregular(message: Mapping[str, Any]) -> bool:
         return bool(evaluate({}, message))
 
     def direct(message: Mapping[str, Any]) -> bool:
-        if type(message) is not dict:
-            return irregular(message)
-        value = message.get(first, _ABSENT)
-        for step in rest:
-            if type(value) is not dict:
-                return irregular(message)
-            value = value.get(step, _ABSENT)
-        if value is _ABSENT:
+        value = _follow(message, path)
+        if value is _ABSENT or value is _OFF_PATH:
             return irregular(message)
         try:
             return bool(compare(value, constant))
