@@ -236,9 +236,8 @@ class MessageDispatcher:
                 # telemetry, mostly none); the messages that then provably do nothing are left out.
                 asked = sorted(worth_asking(synced, wanted))
                 found = unit.read_active(asked) if asked else {}
-                kept = loud(screened, {pair for pair, states in found.items() if states}, unit.carried_keys)
+                kept, touched = loud(screened, {pair for pair, states in found.items() if states}, unit.carried_keys)
                 if kept:
-                    touched = {(d.id, key) for _, _, entries, _ in kept for d, key, _ in entries if key is not None}
                     unit.adopt_active([pair for pair in wanted if pair in touched], found)
                     unit.holds.prefetch(touched)  # the same for the keys of definitions with hold rules
                 for message, document, entries, _ in kept:

@@ -90,8 +90,8 @@ def fast_screen(definitions: Sequence[ProcessDefinition], limits: MessageLimits)
 
 
 def loud(screened: Sequence[tuple[Any, dict[str, Any], list[Screened], list[Pair] | None]], active: Collection[Pair],
-         carried: Collection[Pair]) -> list[tuple[Any, dict[str, Any], list[Screened], list[Pair] | None]]:
-    """The screened messages that may do something, in order; the others provably do nothing.
+         carried: Collection[Pair]) -> tuple[list[tuple[Any, dict[str, Any], list[Screened], list[Pair] | None]], set[Pair]]:
+    """The screened messages that may do something, in order, and the pairs they name; the others provably do nothing.
 
     A message whose outcomes are all False (its quiet pairs) does nothing unless one of
     its pairs has an instance active in the store (`active`), written by the batch
@@ -109,7 +109,7 @@ def loud(screened: Sequence[tuple[Any, dict[str, Any], list[Screened], list[Pair
                 continue
         kept.append(entry)
         touched.update((definition.id, key) for definition, key, _ in entry[2] if key is not None)
-    return kept
+    return kept, touched
 
 
 def worth_asking(synced: PendingSync | None, wanted: list[Pair]) -> list[Pair]:

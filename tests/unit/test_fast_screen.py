@@ -129,9 +129,10 @@ def test_loud_keeps_what_an_active_carried_or_earlier_key_makes_matter() -> None
     assert fused is not None
     batch = readings(0, ("cold", 20.0), ("hot", 30.0), ("hot", 20.0), ("active", 20.0), ("carried", 20.0), ("cold", 21.0))
     screened = [(m, *fused(m.value, m.key)) for m in batch]
-    kept = loud(screened, active={("hot-watch", "active")}, carried={("hot-watch", "carried")})
+    kept, touched = loud(screened, active={("hot-watch", "active")}, carried={("hot-watch", "carried")})
     # The cold key does nothing; the hot reading may start an instance, which the reading after it refreshes.
     assert [m.coordinate.offset for m, *_ in kept] == [1, 2, 3, 4]
+    assert touched == {("hot-watch", "hot"), ("hot-watch", "active"), ("hot-watch", "carried")}
 
 
 def test_a_comparison_is_followed_in_place_only_in_its_plain_shape() -> None:
