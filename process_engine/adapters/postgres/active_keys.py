@@ -78,7 +78,7 @@ class PendingSync:
     def close(self) -> None:
         """Read the answer if nobody has: the connection is then free for the next sync."""
         if self.answer is None:
-            self.result(SYNC_READ_SECONDS)
+            self.result()
 
 
 class PostgresActiveKeys:
