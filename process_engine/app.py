@@ -184,6 +184,7 @@ class Engine:
         self.timers = TimerService(self.store, self.dispatcher, clock=self.clock, on_fired=self.metrics.timers_fired)
         self.outbox = OutboxWorker(self.store, self.dispatcher, self.actions, clock=self.clock, on_outcome=self.metrics.action_done,
                                    tracing=self.tracing)
+        self.dispatcher.claimer = self.outbox  # it takes the action rows a commit writes, and is woken for the rest
         consumer_settings = ConsumerSettings(settings.kafka_brokers, settings.group_id, settings.batch_size, security=security)
         self.consumer = TriggerConsumer(consumer_settings, self.dispatcher, self.registry)
         self.admin = AdminClient({"bootstrap.servers": settings.kafka_brokers, **security}, logger=logging.getLogger("process_engine.librdkafka"))
@@ -198,7 +199,6 @@ class Engine:
 
     def _steps_committed(self, steps: list[Step]) -> None:
         self.timers.notice(steps)
-        self.outbox.notice(steps)
         self.metrics.steps_committed(steps)
         if self.tracing is not None and self.tracing.enabled:
             self.tracing.steps_committed(steps)

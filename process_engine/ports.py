@@ -136,6 +136,25 @@ class PendingAction:
     trace_context: str | None = None  # the instance's W3C traceparent: the attempt's span parent
 
 
+class ActionClaim(NamedTuple):
+    """Outbox rows a commit leases in its own transaction, to be started as soon as it returns."""
+
+    keys: Sequence[str]  # idempotency keys of rows the commit writes
+    now: datetime
+    lease_seconds: float
+
+
+class ActionClaimer(Protocol):
+    """Who delivers actions (the outbox worker): it takes rows at commit, so none waits for a claim round trip."""
+
+    def reserve(self, keys: Sequence[str]) -> ActionClaim | None:
+        """The rows of these (in order) it can start at once, their slots held until `claimed`; None for none."""
+
+    def claimed(self, claim: ActionClaim | None, actions: Sequence[PendingAction], left: int) -> None:
+        """After the commit: `actions` were leased to it (start them) and the rest of `claim`'s slots are free again;
+        `left` rows the commit wrote are for its claim loop (0 when the commit failed)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredDefinition:
     """A definition as the registry keeps it."""
@@ -188,10 +207,14 @@ class InstanceStore(Protocol):
         (a value the store cannot hold, a conflict within the batch); nothing is written.
         """
 
-    def commit_prepared(self, prepared: Any) -> None:
+    def commit_prepared(self, prepared: Any, claim: ActionClaim | None = None) -> list[PendingAction]:
         """The IO half of `commit`: write what `prepare_commit` returned, in one transaction.
 
-        Raises ConcurrencyConflict as `commit` does; nothing is written then.
+        With `claim`, the outbox rows of its keys that are ready and free once the
+        batch is written are leased in the same transaction and returned, as
+        `claim_actions` returns them; otherwise it returns [].
+
+        Raises ConcurrencyConflict as `commit` does; nothing is written (or leased) then.
         """
 
     def load(self, instance_id: str) -> InstanceState | None:

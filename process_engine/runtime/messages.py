@@ -19,6 +19,7 @@ from process_engine.engine.holds import HoldEvent
 from process_engine.engine.triggers import Match, correlation_key, is_queued, match_screened, plan
 from process_engine.engine.walker import new_instance
 from process_engine.ports import (
+    ActionClaimer,
     ActiveKeys,
     DeadLetter,
     IncomingMessage,
@@ -114,12 +115,13 @@ class MessageDispatcher:
         self.on_holds = on_holds  # told what the trigger hold rules did, once committed
         self.trace_of = trace_of  # the trace context of an instance a message starts (Tracing.instance_trace)
         self.active_keys = active_keys  # spares the query for keys no instance is active for
+        self.claimer: ActionClaimer | None = None  # the outbox worker, once built: takes action rows at commit
 
     # -- the unit-of-work loop ------------------------------------------------
     def _run(self, work: Callable[[UnitOfWork], Any]) -> tuple[Any, list[Step]]:
         """Run `work` in a fresh unit of work and commit; on a conflict, re-read and redo."""
         for attempt in range(1, self.retry.max_attempts + 1):
-            unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions)
+            unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions, claimer=self.claimer)
             result = work(unit)
             try:
                 steps = unit.commit()
@@ -279,7 +281,7 @@ class MessageDispatcher:
         began = time.perf_counter()
         poisoned: dict[MessageCoordinate, str] = {}
         while True:  # a poisoned message leaves its unit half-done: start a fresh one without it
-            unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions, after.unit if after else None)
+            unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions, after.unit if after else None, self.claimer)
             try:
                 result = self._batch_work(messages, marks, poisoned)(unit)
             except PoisonedMessage as poison:

@@ -13,7 +13,7 @@ from process_engine.domain.instance import InstanceState
 from process_engine.engine import ActionFailed, ActionSucceeded, Fail, RunAction, advance
 from process_engine.engine.commands import Command
 from process_engine.engine.events import Event
-from process_engine.ports import DeadLetter, InstanceStore, LedgerEntry, Step
+from process_engine.ports import ActionClaimer, DeadLetter, InstanceStore, LedgerEntry, Step
 from process_engine.runtime.holds import UnitHolds
 from process_engine.runtime.registry import DefinitionRegistry
 
@@ -39,8 +39,10 @@ class UnitOfWork:
         now: datetime,
         inline_actions: Mapping[str, InlineAction],
         after: UnitOfWork | None = None,
+        claimer: ActionClaimer | None = None,
     ):
         self.store = store
+        self.claimer = claimer  # takes the outbox rows this unit writes at commit (the outbox worker)
         self.registry = registry
         self.now = now
         self.inline_actions = inline_actions
@@ -296,5 +298,18 @@ class UnitOfWork:
         assert self._prepared is not None
         steps, prepared = self._prepared
         if steps or self.ledger or self.dead_letters or self.holds.written:
-            self.store.commit_prepared(prepared)
+            keys = list(dict.fromkeys(c.idempotency_key for step in steps for c in step.commands if isinstance(c, RunAction)))
+            claimer = self.claimer if keys else None
+            if claimer is None:
+                self.store.commit_prepared(prepared)
+                return steps
+            # Leased in the commit's own transaction and started when it returns: a claim
+            # round trip after the commit was most of a reaction's time past the commit.
+            claim = claimer.reserve(keys)
+            try:
+                leased = self.store.commit_prepared(prepared, claim)
+            except BaseException:
+                claimer.claimed(claim, (), 0)  # nothing was written: the slots are free again
+                raise
+            claimer.claimed(claim, leased, len(keys) - len(leased))
         return steps

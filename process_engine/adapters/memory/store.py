@@ -17,6 +17,7 @@ from process_engine.domain.errors import ConcurrencyConflict, StoreError
 from process_engine.domain.instance import ACTIVE_STATUSES, InstanceState
 from process_engine.domain.trigger_state import TriggerState
 from process_engine.ports import (
+    ActionClaim,
     DeadLetter,
     DueTimer,
     HistoryRecord,
@@ -99,11 +100,16 @@ class MemoryInstanceStore:
         """The batch checked and grouped, for `commit_prepared`."""
         return plan_commit(steps, ledger, dead_letters, holds=holds)
 
-    def commit_prepared(self, prepared: CommitPlan) -> None:
-        """Check a prepared batch against the store, then apply it: all or nothing."""
+    def commit_prepared(self, prepared: CommitPlan, claim: ActionClaim | None = None) -> list[PendingAction]:
+        """Check a prepared batch against the store, then apply it: all or nothing; with `claim`, lease its ready rows."""
         with self._lock:
             self._check(prepared)
             self._apply(prepared)
+            if claim is None:
+                return []
+            rows = [leased for key in claim.keys if (leased := self._actions.get(key)) is not None and _free(leased, claim.now)]
+            claimed = _lease(rows, claim.now, claim.lease_seconds)
+            return [_pending_action(leased, self._instances.get(leased.row.instance_id)) for leased in claimed]
 
     def load(self, instance_id: str) -> InstanceState | None:
         """One instance by id (None for an unknown or malformed id)."""

@@ -329,6 +329,21 @@ RETURNING o.idempotency_key, o.instance_id::text AS instance_id, o.token_id,
           (SELECT i.definition_id FROM process_instances AS i WHERE i.id = o.instance_id) AS definition_id,
           o.trace_context
 
+-- name: claim_committed_actions
+-- The last statement of a commit (InstanceStore.commit_prepared with a claim): the
+-- rows it wrote are leased to the process that wrote them, in the same transaction,
+-- so the action starts without a claim round trip. A row a replica holds stays its own
+-- (the update waits for a replica's claim under way, then sees its lease).
+UPDATE process_outbox AS o
+SET claimed_until = %(now)s::timestamptz + make_interval(secs => %(lease)s)
+WHERE o.idempotency_key = ANY(%(keys)b::text[])
+  AND (o.available_at IS NULL OR o.available_at <= %(now)s::timestamptz)
+  AND (o.claimed_until IS NULL OR o.claimed_until <= %(now)s::timestamptz)
+RETURNING o.idempotency_key, o.instance_id::text AS instance_id, o.token_id,
+          o.activity_id, o.action, o.config, o.attempt, o.created_at,
+          (SELECT i.definition_id FROM process_instances AS i WHERE i.id = o.instance_id) AS definition_id,
+          o.trace_context
+
 -- name: insert_trigger_states
 -- A key's first trigger state; one already there (another writer was first) is a
 -- unique violation, which the commit turns into a conflict.

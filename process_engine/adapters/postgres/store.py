@@ -21,6 +21,7 @@ from process_engine.domain.errors import StoreError
 from process_engine.domain.instance import InstanceState
 from process_engine.domain.trigger_state import TriggerState
 from process_engine.ports import (
+    ActionClaim,
     DeadLetter,
     DueTimer,
     HistoryRecord,
@@ -122,29 +123,38 @@ class PostgresInstanceStore:
         """The batch checked and shaped into statements and COPY rows, for `commit_prepared`."""
         return batch_write(plan_commit(steps, ledger, dead_letters, holds=holds), len(steps))
 
-    def commit_prepared(self, prepared: BatchWrite) -> None:
-        """Run a prepared batch's statements and COPYs in one transaction."""
+    def commit_prepared(self, prepared: BatchWrite, claim: ActionClaim | None = None) -> list[PendingAction]:
+        """Run a prepared batch's statements and COPYs in one transaction; with `claim`, lease its rows last."""
         statements, copies = prepared.statements, prepared.copies
         if not (statements or copies):
-            return
+            return []
         what = f"committing {prepared.steps} step(s)"
+        claiming = claim is not None and bool(claim.keys)
+        if claim is not None:
+            require_aware(claim.now, "claim time")
         with translated(what, unique_is_conflict=True), self._connection() as conn:
+            claims = conn.cursor(row_factory=dict_row)
             if not copies:
                 with _one_round_trip(conn):
                     cursor = conn.cursor()
                     for sql, params in statements:
                         cursor.execute(sql, params)
-                return
-            with conn.transaction():
-                cursor = conn.cursor()
-                if statements:
-                    with conn.pipeline():
-                        for sql, params in statements:
-                            cursor.execute(sql, params)
-                for sql, rows in copies:
-                    with cursor.copy(sql) as copy:
-                        for row in rows:
-                            copy.write_row(row)
+                    if claiming:
+                        claims.execute(query("claim_committed_actions"), _claim_params(claim))
+            else:
+                with conn.transaction():
+                    cursor = conn.cursor()
+                    if statements:
+                        with conn.pipeline():
+                            for sql, params in statements:
+                                cursor.execute(sql, params)
+                    for sql, rows in copies:
+                        with cursor.copy(sql) as copy:
+                            for row in rows:
+                                copy.write_row(row)
+                    if claiming:
+                        claims.execute(query("claim_committed_actions"), _claim_params(claim))
+            return _pending_actions(claims.fetchall()) if claiming else []
 
     def load(self, instance_id: str) -> InstanceState | None:
         """One instance by id (None for an unknown or malformed id)."""
@@ -287,9 +297,7 @@ class PostgresInstanceStore:
         """Outbox actions ready for delivery, leased for `lease_seconds`."""
         require_aware(now, "claim time")
         params = {"now": now, "limit": limit, "lease": float(lease_seconds)}
-        rows = self._leased("claiming outbox actions", "claim_actions", params)
-        actions = [PendingAction(**row) for row in rows]
-        return sorted(actions, key=lambda action: (action.created_at, action.idempotency_key))
+        return _pending_actions(self._leased("claiming outbox actions", "claim_actions", params))
 
     def load_trigger_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TriggerState]:
         """The stored trigger state of each (definition id, key), in one query; keys with none are absent."""
@@ -337,6 +345,16 @@ class PostgresInstanceStore:
                 cursor = conn.cursor(row_factory=dict_row)
                 cursor.execute(query(name), params)
             return cursor.fetchall()
+
+
+def _claim_params(claim: ActionClaim) -> dict[str, Any]:
+    return {"keys": list(claim.keys), "now": claim.now, "lease": float(claim.lease_seconds)}
+
+
+def _pending_actions(rows: list[dict[str, Any]]) -> list[PendingAction]:
+    """Claimed outbox rows, oldest first."""
+    actions = [PendingAction(**row) for row in rows]
+    return sorted(actions, key=lambda action: (action.created_at, action.idempotency_key))
 
 
 @contextmanager

@@ -1,0 +1,160 @@
+"""The outbox takes the action rows a commit writes in that commit, up to its idle workers.
+
+No claim round trip stands between a commit and its action: the worker reserves
+slots before the commit, the store leases those rows in the same transaction, and the
+worker starts them when the commit returns. What it has no slot for is claimed as before.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from process_engine.adapters.actions.outbox import OutboxWorker
+from process_engine.adapters.actions.registry import ActionRegistry
+from process_engine.adapters.memory.store import MemoryInstanceStore
+from process_engine.runtime.dispatcher import Dispatcher
+from process_engine.runtime.registry import DefinitionRegistry
+from tests.unit.walking import definition_from
+
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
+
+TWO_CALLS = """
+id: two-calls
+trigger: {type: api}
+activities:
+  - {id: start, type: start}
+  - {id: first, type: service, action: mqtt_publish, config: {topic: a, payload: x}}
+  - {id: second, type: service, action: mqtt_publish, config: {topic: b, payload: y}}
+  - {id: done, type: end}
+"""
+
+
+class Published:
+    """Stands in for mqtt_publish: keeps the topics it was given."""
+
+    name = "mqtt_publish"
+
+    def __init__(self) -> None:
+        self.topics: list[str] = []
+
+    def run(self, config: dict, context: object) -> None:
+        self.topics.append(config["topic"])
+
+
+class CountingStore(MemoryInstanceStore):
+    """Counts the claim round trips."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=lambda: T0)
+        self.claims = 0
+
+    def claim_actions(self, now, limit, lease_seconds):
+        self.claims += 1
+        return super().claim_actions(now, limit, lease_seconds)
+
+
+def make(workers: int = 4, idle_seconds: float = 30.0) -> tuple[CountingStore, Dispatcher, OutboxWorker, Published]:
+    store = CountingStore()
+    registry = DefinitionRegistry(store)
+    registry.activate([definition_from(TWO_CALLS)])
+    ids = (f"00000000-0000-4000-8000-{n:012d}" for n in itertools.count(1))
+    dispatcher = Dispatcher(store, registry, clock=lambda: T0, new_id=lambda: next(ids))
+    published = Published()
+    worker = OutboxWorker(store, dispatcher, ActionRegistry([published]), clock=lambda: T0, workers=workers, idle_seconds=idle_seconds)
+    dispatcher.claimer = worker
+    return store, dispatcher, worker, published
+
+
+def wait_for(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_reservation_is_bounded_by_idle_workers_and_given_back() -> None:
+    _, _, worker, _ = make(workers=2)
+    claim = worker.reserve(["a", "b", "c"])
+    assert claim is not None and list(claim.keys) == ["a", "b"] and claim.lease_seconds == worker.lease_seconds
+    assert worker.reserve(["d"]) is None  # both workers are spoken for until the commit returns
+    assert worker.deliver_once() == 0  # and the claim loop counts them as busy too
+    worker.claimed(claim, (), 0)  # the commit failed: nothing to start
+    assert worker.reserve(["d"]) is not None
+    worker.pool.shutdown(wait=True)
+
+
+def test_no_reservation_while_recording_is_behind() -> None:
+    _, _, worker, _ = make()
+    worker.max_unrecorded = 0
+    assert worker.reserve(["a"]) is None
+    worker.pool.shutdown(wait=True)
+
+
+@contextmanager
+def running(worker: OutboxWorker, store: CountingStore) -> Iterator[None]:
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=(stop,))
+    runner.start()
+    try:
+        wait_for(lambda: store.claims == 1)  # the loop's first look, before anything was committed
+        yield
+    finally:
+        stop.set()
+        worker.stop_waiting()
+        runner.join(10)
+
+
+def test_a_flow_of_two_actions_runs_without_a_single_claim_after_start() -> None:
+    store, dispatcher, worker, published = make()
+    with running(worker, store):
+        state = dispatcher.start("two-calls", {})
+        # The start's commit leased the first row; the first outcome's commit, the second.
+        wait_for(lambda: store.load(state.id).status == "completed")
+        assert published.topics == ["a", "b"]
+        assert store.claims == 1
+
+
+def test_rows_beyond_the_idle_workers_are_claimed_by_the_loop_it_wakes() -> None:
+    store, dispatcher, worker, published = make(workers=1)
+    with running(worker, store):
+        states = [dispatcher.start("two-calls", {}) for _ in range(3)]
+        wait_for(lambda: all(store.load(s.id).status == "completed" for s in states))
+        assert sorted(published.topics) == ["a", "a", "a", "b", "b", "b"]
+        assert store.claims > 1  # one worker could not take them all at commit
+
+
+def test_stopping_waits_for_a_commit_that_reserved_workers_and_delivers_what_it_leased() -> None:
+    store, dispatcher, worker, published = make()
+    entered, gate = threading.Event(), threading.Event()
+    commit = store.commit_prepared
+
+    def held_commit(prepared, claim=None):
+        entered.set()
+        assert gate.wait(10)
+        return commit(prepared, claim)
+
+    store.commit_prepared = held_commit  # type: ignore[method-assign]
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=(stop,))
+    runner.start()
+    wait_for(lambda: store.claims == 1)
+    starter = threading.Thread(target=dispatcher.start, args=("two-calls", {}))
+    starter.start()
+    assert entered.wait(10)  # its slot is reserved and its commit under way when the stop comes
+    stop.set()
+    worker.stop_waiting()
+    runner.join(0.3)
+    assert runner.is_alive()  # the pool stays up for the rows that commit leases
+    assert worker.reserve(["other"]) is None  # nothing new is reserved once stopping
+    gate.set()
+    starter.join(10)
+    runner.join(10)
+    assert not runner.is_alive()
+    assert published.topics == ["a"]  # delivered on the way out, its outcome recorded
+    [left] = store.claim_actions(T0, 10, 30)  # the next action, committed unleased while stopping
+    assert left.activity_id == "second"
