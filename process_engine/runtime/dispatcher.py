@@ -137,6 +137,7 @@ class Dispatcher(MessageDispatcher):
         """
 
         def work(unit: UnitOfWork) -> None:
+            unit.wait_for_disk = False  # lost with a database crash, the outcome comes again: its row is delivered again
             self._outcome(unit, action, outcome)
             self._start_queued(unit)
 
@@ -170,6 +171,7 @@ class Dispatcher(MessageDispatcher):
             instances.add(pair[0].instance_id)
 
         def work(unit: UnitOfWork) -> None:
+            unit.wait_for_disk = False  # as in action_finished
             unit.prefetch(action.instance_id for action, _ in now)
             for action, outcome in now:
                 self._outcome(unit, action, outcome)
