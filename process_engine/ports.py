@@ -134,6 +134,9 @@ class PendingAction:
     created_at: datetime
     definition_id: str | None = None  # of its instance, for the action's context and logs
     trace_context: str | None = None  # the instance's W3C traceparent: the attempt's span parent
+    # The instance and its version as the commit that leased the row left them: its
+    # outcome need not read it back (a conflict, if it moved on since, reads it again).
+    known: tuple[InstanceState, int] | None = field(default=None, compare=False, repr=False)
 
 
 class ActionClaim(NamedTuple):

@@ -136,8 +136,13 @@ class Dispatcher(MessageDispatcher):
         again at every lease, the action running over and over.
         """
 
+        copies = [action.known] if action.known is not None else []
+
         def work(unit: UnitOfWork) -> None:
             unit.wait_for_disk = False  # lost with a database crash, the outcome comes again: its row is delivered again
+            for known in copies:  # the first attempt only: after a conflict, the instance is read again
+                unit.adopt_copy(*known)
+            copies.clear()
             self._outcome(unit, action, outcome)
             self._start_queued(unit)
 
@@ -170,8 +175,13 @@ class Dispatcher(MessageDispatcher):
             (later if pair[0].instance_id in instances else now).append(pair)
             instances.add(pair[0].instance_id)
 
+        copies = [action.known for action, _ in now if action.known is not None]
+
         def work(unit: UnitOfWork) -> None:
             unit.wait_for_disk = False  # as in action_finished
+            for known in copies:  # as in action_finished
+                unit.adopt_copy(*known)
+            copies.clear()
             unit.prefetch(action.instance_id for action, _ in now)
             for action, outcome in now:
                 self._outcome(unit, action, outcome)

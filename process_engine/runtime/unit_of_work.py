@@ -185,6 +185,12 @@ class UnitOfWork:
             self.expected[stored.id] = stored.version
         return self.instances[stored.id]
 
+    def adopt_copy(self, instance: InstanceState, version: int) -> None:
+        """Work on a copy of an instance as a commit left it at `version`, instead of reading it (stale: the commit conflicts)."""
+        if instance.id not in self.instances and instance.id not in self.carried:
+            self.instances[instance.id] = instance
+            self.expected[instance.id] = version
+
     def _adopt_carried(self, instance_id: str) -> InstanceState:
         if instance_id not in self.instances:
             self.instances[instance_id], self.expected[instance_id] = self.carried[instance_id]
@@ -312,5 +318,8 @@ class UnitOfWork:
             except BaseException:
                 claimer.claimed(claim, (), 0)  # nothing was written: the slots are free again
                 raise
+            if leased:
+                after = {step.instance.id: (step.instance, (step.expected_version or 0) + 1) for step in steps}
+                leased = [replace(action, known=after.get(action.instance_id)) for action in leased]
             claimer.claimed(claim, leased, len(keys) - len(leased))
         return steps

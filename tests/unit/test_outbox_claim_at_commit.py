@@ -12,12 +12,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from process_engine.adapters.actions.outbox import OutboxWorker
 from process_engine.adapters.actions.registry import ActionRegistry
 from process_engine.adapters.memory.store import MemoryInstanceStore
 from process_engine.engine import ActionSucceeded
+from process_engine.ports import ActionClaim, Step
 from process_engine.runtime.dispatcher import Dispatcher
 from process_engine.runtime.registry import DefinitionRegistry
 from tests.unit.walking import definition_from
@@ -48,16 +50,28 @@ class Published:
 
 
 class CountingStore(MemoryInstanceStore):
-    """Counts the claim round trips."""
+    """Counts the claim round trips and the instances read."""
+
+    def status(self, instance_id: str) -> str:
+        return super().load(instance_id).status  # not counted
 
     def __init__(self) -> None:
         super().__init__(clock=lambda: T0)
         self.claims = 0
         self.waits: list[bool] = []  # wait_for_disk of each commit
+        self.loads = 0  # instances read back
 
     def claim_actions(self, now, limit, lease_seconds):
         self.claims += 1
         return super().claim_actions(now, limit, lease_seconds)
+
+    def load(self, instance_id):
+        self.loads += 1
+        return super().load(instance_id)
+
+    def load_many(self, instance_ids):
+        self.loads += 1
+        return super().load_many(instance_ids)
 
     def commit_prepared(self, prepared, claim=None, wait_for_disk=True):
         self.waits.append(wait_for_disk)
@@ -120,9 +134,10 @@ def test_a_flow_of_two_actions_runs_without_a_single_claim_after_start() -> None
     with running(worker, store):
         state = dispatcher.start("two-calls", {})
         # The start's commit leased the first row; the first outcome's commit, the second.
-        wait_for(lambda: store.load(state.id).status == "completed")
+        wait_for(lambda: store.status(state.id) == "completed")
         assert published.topics == ["a", "b"]
         assert store.claims == 1
+        assert store.loads == 0  # each outcome worked on the copy its action was leased with
 
 
 def test_rows_beyond_the_idle_workers_are_claimed_by_the_loop_it_wakes() -> None:
@@ -178,3 +193,30 @@ def test_only_the_commits_of_action_outcomes_return_before_the_disk_has_them() -
     assert store.waits == [True, False, False]
     assert store.load(state.id).status == "completed"
     worker.pool.shutdown(wait=True)
+
+
+class Keeper:
+    """A claimer that keeps what it is handed, to feed the outcomes back by hand."""
+
+    def __init__(self) -> None:
+        self.actions: list = []
+
+    def reserve(self, keys):
+        return ActionClaim(list(keys), T0, 30.0)
+
+    def claimed(self, claim, actions, left) -> None:
+        self.actions += actions
+
+
+def test_an_outcome_for_an_instance_that_moved_on_since_its_lease_is_applied_to_the_instance_as_it_is() -> None:
+    store, dispatcher, _, _ = make()
+    dispatcher.claimer = keeper = Keeper()
+    state = dispatcher.start("two-calls", {"note": "first"})
+    [action] = keeper.actions
+    assert action.known is not None and action.known[1] == 1
+    moved = store.load(state.id)
+    store.commit([Step(replace(moved, variables={"note": "changed meanwhile"}), moved.version)])  # another writer
+    dispatcher.action_finished(action, ActionSucceeded(action.token_id, action.attempt))  # its copy is stale: a conflict, then a read
+    after = store.load(state.id)
+    assert after.current_activity == "second" and after.variables == {"note": "changed meanwhile"}
+    assert [a.activity_id for a in keeper.actions] == ["first", "second"]
