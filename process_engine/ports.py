@@ -210,15 +210,12 @@ class InstanceStore(Protocol):
         (a value the store cannot hold, a conflict within the batch); nothing is written.
         """
 
-    def commit_prepared(self, prepared: Any, claim: ActionClaim | None = None, wait_for_disk: bool = True) -> list[PendingAction]:
+    def commit_prepared(self, prepared: Any, claim: ActionClaim | None = None) -> list[PendingAction]:
         """The IO half of `commit`: write what `prepare_commit` returned, in one transaction.
 
         With `claim`, the outbox rows of its keys that are ready and free once the
         batch is written are leased in the same transaction and returned, as
-        `claim_actions` returns them; otherwise it returns []. With `wait_for_disk`
-        false the commit returns before it is flushed: for a write that a database
-        crash may undo because it is then done again (an action's outcome, whose
-        outbox row is delivered again).
+        `claim_actions` returns them; otherwise it returns [].
 
         Raises ConcurrencyConflict as `commit` does; nothing is written (or leased) then.
         """

@@ -139,7 +139,6 @@ class Dispatcher(MessageDispatcher):
         copies = [action.known] if action.known is not None else []
 
         def work(unit: UnitOfWork) -> None:
-            unit.wait_for_disk = False  # lost with a database crash, the outcome comes again: its row is delivered again
             for known in copies:  # the first attempt only: after a conflict, the instance is read again
                 unit.adopt_copy(*known)
             copies.clear()
@@ -178,7 +177,6 @@ class Dispatcher(MessageDispatcher):
         copies = [action.known for action, _ in now if action.known is not None]
 
         def work(unit: UnitOfWork) -> None:
-            unit.wait_for_disk = False  # as in action_finished
             for known in copies:  # as in action_finished
                 unit.adopt_copy(*known)
             copies.clear()

@@ -43,7 +43,6 @@ class UnitOfWork:
     ):
         self.store = store
         self.claimer = claimer  # takes the outbox rows this unit writes at commit (the outbox worker)
-        self.wait_for_disk = True  # False: a database crash may undo the commit, which is then done again
         self.registry = registry
         self.now = now
         self.inline_actions = inline_actions
@@ -308,13 +307,13 @@ class UnitOfWork:
             keys = list(dict.fromkeys(c.idempotency_key for step in steps for c in step.commands if isinstance(c, RunAction)))
             claimer = self.claimer if keys else None
             if claimer is None:
-                self.store.commit_prepared(prepared, None, self.wait_for_disk)
+                self.store.commit_prepared(prepared)
                 return steps
             # Leased in the commit's own transaction and started when it returns: a claim
             # round trip after the commit was most of a reaction's time past the commit.
             claim = claimer.reserve(keys)
             try:
-                leased = self.store.commit_prepared(prepared, claim, self.wait_for_disk)
+                leased = self.store.commit_prepared(prepared, claim)
             except BaseException:
                 claimer.claimed(claim, (), 0)  # nothing was written: the slots are free again
                 raise

@@ -20,7 +20,6 @@ from process_engine.devstack.servers import free_port
 from process_engine.domain.errors import StoreError, StoreUnavailable
 from process_engine.domain.instance import InstanceState
 from process_engine.engine import RunAction
-from process_engine.engine.commands import RecordHistory
 from process_engine.ports import Step, StoredDefinition
 from tests.fixtures.postgres import PostgresServer
 
@@ -100,28 +99,6 @@ def test_a_claim_commits_without_waiting_for_the_disk_and_leaves_its_connection_
         with store._connection() as conn:
             assert conn.info.transaction_status == TransactionStatus.IDLE  # rolled back, ready for the next caller
         assert store.claim_actions(T0 + timedelta(seconds=30), 10, 30)[0].instance_id == state.id
-
-
-@pytest.mark.parametrize("history_rows", [1, 80], ids=["pipelined", "with-copy"])
-def test_a_commit_that_need_not_wait_for_the_disk_turns_synchronous_commit_off_for_itself_only(database_url: str, history_rows: int) -> None:
-    probe = ("SELECT set_config('probe.setting', current_setting('synchronous_commit'), false)", {})  # kept by the session
-
-    def committed(state: InstanceState, version: int | None, wait_for_disk: bool) -> tuple[str, str]:
-        history = tuple(RecordHistory("start", "note", T0, {"n": n}, "") for n in range(history_rows))
-        prepared = store.prepare_commit([Step(state, version, history)])
-        prepared.statements.append(probe)  # the last statement of the commit's transaction
-        store.commit_prepared(prepared, wait_for_disk=wait_for_disk)
-        with store._connection() as conn:  # the pool's one connection
-            return conn.execute("SELECT current_setting('probe.setting'), current_setting('synchronous_commit')").fetchone()
-
-    with PostgresInstanceStore.connect(database_url, max_size=1) as store:
-        store.save_definition(StoredDefinition("flow", 0, "Flow", {}, "hash-1"))
-        with store._connection() as conn:
-            conn.execute("SET synchronous_commit = on")
-        state = InstanceState(str(uuid.uuid4()), "flow", 1, started_at=T0)
-        assert committed(state, None, wait_for_disk=False) == ("off", "on")  # off inside it, on again after
-        assert committed(state, 1, wait_for_disk=True) == ("on", "on")
-        assert store.load(state.id).version == 2
 
 
 def test_a_claim_runs_with_synchronous_commit_off_inside_its_own_transaction(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

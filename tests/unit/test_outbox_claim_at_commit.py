@@ -58,7 +58,6 @@ class CountingStore(MemoryInstanceStore):
     def __init__(self) -> None:
         super().__init__(clock=lambda: T0)
         self.claims = 0
-        self.waits: list[bool] = []  # wait_for_disk of each commit
         self.loads = 0  # instances read back
 
     def claim_actions(self, now, limit, lease_seconds):
@@ -72,10 +71,6 @@ class CountingStore(MemoryInstanceStore):
     def load_many(self, instance_ids):
         self.loads += 1
         return super().load_many(instance_ids)
-
-    def commit_prepared(self, prepared, claim=None, wait_for_disk=True):
-        self.waits.append(wait_for_disk)
-        return super().commit_prepared(prepared, claim, wait_for_disk)
 
 
 def make(workers: int = 4, idle_seconds: float = 30.0) -> tuple[CountingStore, Dispatcher, OutboxWorker, Published]:
@@ -154,10 +149,10 @@ def test_stopping_waits_for_a_commit_that_reserved_workers_and_delivers_what_it_
     entered, gate = threading.Event(), threading.Event()
     commit = store.commit_prepared
 
-    def held_commit(prepared, claim=None, wait_for_disk=True):
+    def held_commit(prepared, claim=None):
         entered.set()
         assert gate.wait(10)
-        return commit(prepared, claim, wait_for_disk)
+        return commit(prepared, claim)
 
     store.commit_prepared = held_commit  # type: ignore[method-assign]
     stop = threading.Event()
@@ -179,20 +174,6 @@ def test_stopping_waits_for_a_commit_that_reserved_workers_and_delivers_what_it_
     assert published.topics == ["a"]  # delivered on the way out, its outcome recorded
     [left] = store.claim_actions(T0, 10, 30)  # the next action, committed unleased while stopping
     assert left.activity_id == "second"
-
-
-def test_only_the_commits_of_action_outcomes_return_before_the_disk_has_them() -> None:
-    store, dispatcher, worker, _ = make()
-    dispatcher.claimer = None  # the outcomes are fed back by hand here
-    state = dispatcher.start("two-calls", {})  # durable: nothing would bring it back
-    [first] = store.claim_actions(T0, 10, 30)
-    dispatcher.action_finished(first, ActionSucceeded(first.token_id, first.attempt))
-    [second] = store.claim_actions(T0, 10, 30)
-    dispatcher.actions_finished([(second, ActionSucceeded(second.token_id, second.attempt))])
-    # Lost with a database crash, an outcome comes again: its outbox row is delivered again.
-    assert store.waits == [True, False, False]
-    assert store.load(state.id).status == "completed"
-    worker.pool.shutdown(wait=True)
 
 
 class Keeper:

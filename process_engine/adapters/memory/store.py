@@ -100,7 +100,7 @@ class MemoryInstanceStore:
         """The batch checked and grouped, for `commit_prepared`."""
         return plan_commit(steps, ledger, dead_letters, holds=holds)
 
-    def commit_prepared(self, prepared: CommitPlan, claim: ActionClaim | None = None, wait_for_disk: bool = True) -> list[PendingAction]:
+    def commit_prepared(self, prepared: CommitPlan, claim: ActionClaim | None = None) -> list[PendingAction]:
         """Check a prepared batch against the store, then apply it: all or nothing; with `claim`, lease its ready rows."""
         with self._lock:
             self._check(prepared)

@@ -123,7 +123,7 @@ class PostgresInstanceStore:
         """The batch checked and shaped into statements and COPY rows, for `commit_prepared`."""
         return batch_write(plan_commit(steps, ledger, dead_letters, holds=holds), len(steps))
 
-    def commit_prepared(self, prepared: BatchWrite, claim: ActionClaim | None = None, wait_for_disk: bool = True) -> list[PendingAction]:
+    def commit_prepared(self, prepared: BatchWrite, claim: ActionClaim | None = None) -> list[PendingAction]:
         """Run a prepared batch's statements and COPYs in one transaction; with `claim`, lease its rows last."""
         statements, copies = prepared.statements, prepared.copies
         if not (statements or copies):
@@ -136,8 +136,6 @@ class PostgresInstanceStore:
             claims = conn.cursor(row_factory=dict_row)
             if not copies:
                 with _one_round_trip(conn):
-                    if not wait_for_disk:
-                        conn.execute("SET LOCAL synchronous_commit = off")
                     cursor = conn.cursor()
                     for sql, params in statements:
                         cursor.execute(sql, params)
@@ -145,8 +143,6 @@ class PostgresInstanceStore:
                         claims.execute(query("claim_committed_actions"), _claim_params(claim))
             else:
                 with conn.transaction():
-                    if not wait_for_disk:
-                        conn.execute("SET LOCAL synchronous_commit = off")
                     cursor = conn.cursor()
                     if statements:
                         with conn.pipeline():
