@@ -170,9 +170,12 @@ class Dispatcher(MessageDispatcher):
         if len(finished) <= 1:
             return [step for action, outcome in finished for step in self.action_finished(action, outcome)]
         now, later, instances = [], [], set()
-        for pair in finished:
-            (later if pair[0].instance_id in instances else now).append(pair)
-            instances.add(pair[0].instance_id)
+        for action, outcome in finished:
+            if action.instance_id in instances:  # after the first one's step, its copy is stale
+                later.append((replace(action, known=None), outcome))
+            else:
+                now.append((action, outcome))
+            instances.add(action.instance_id)
 
         copies = [action.known for action, _ in now if action.known is not None]
 

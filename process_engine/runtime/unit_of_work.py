@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -319,6 +320,9 @@ class UnitOfWork:
                 raise
             if leased:
                 after = {step.instance.id: (step.instance, (step.expected_version or 0) + 1) for step in steps}
-                leased = [replace(action, known=after.get(action.instance_id)) for action in leased]
+                per_instance = Counter(action.instance_id for action in leased)
+                # Two rows of one instance (parallel branches): the first outcome makes the other's copy stale.
+                leased = [replace(action, known=after.get(action.instance_id) if per_instance[action.instance_id] == 1 else None)
+                          for action in leased]
             claimer.claimed(claim, leased, len(keys) - len(leased))
         return steps

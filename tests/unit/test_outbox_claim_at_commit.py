@@ -201,3 +201,24 @@ def test_an_outcome_for_an_instance_that_moved_on_since_its_lease_is_applied_to_
     after = store.load(state.id)
     assert after.current_activity == "second" and after.variables == {"note": "changed meanwhile"}
     assert [a.activity_id for a in keeper.actions] == ["first", "second"]
+
+
+def test_a_claim_under_way_holds_its_workers_from_a_commit_meanwhile() -> None:
+    store, _, worker, _ = make(workers=2)
+    entered, gate = threading.Event(), threading.Event()
+    claim = store.claim_actions
+
+    def held_claim(now, limit, lease_seconds):
+        entered.set()
+        assert gate.wait(10)
+        return claim(now, limit, lease_seconds)
+
+    store.claim_actions = held_claim  # type: ignore[method-assign]
+    claiming = threading.Thread(target=worker.deliver_once)
+    claiming.start()
+    assert entered.wait(10)
+    assert worker.reserve(["k"]) is None  # both workers may get a claimed row: none is left to lease at commit
+    gate.set()
+    claiming.join(10)
+    assert worker.reserve(["k"]) is not None  # the claim found nothing: its workers are free again
+    worker.pool.shutdown(wait=True)

@@ -101,10 +101,14 @@ class OutboxWorker:
     def claimed(self, claim: ActionClaim | None, actions: Sequence[PendingAction], left: int) -> None:
         """Start the rows a commit leased to this worker; wake the claim loop for the ones it did not."""
         with self._lock:
+            freed = 0
             if claim is not None:
                 self._reserved -= len(claim.keys)
+                freed = len(claim.keys) - len(actions)
                 self._settled.notify_all()
             self._in_flight += len(actions)
+            # Rows of this commit it did not take, or workers it held and gave back while the loop waited for some.
+            wake = left > 0 or (freed > 0 and self._left_behind)
         for number, action in enumerate(actions):
             try:
                 self.pool.submit(self._deliver_and_free, action)
@@ -113,7 +117,7 @@ class OutboxWorker:
                 with self._lock:
                     self._in_flight -= len(actions) - number
                 break
-        if left > 0:
+        if wake:
             self._wake.set()
 
     def notice(self, steps: Iterable[Step]) -> None:
@@ -172,20 +176,22 @@ class OutboxWorker:
             # longer would outlive their rows' lease and be delivered again.
             behind = self._unrecorded >= self.max_unrecorded
             self._left_behind = idle <= 0 or behind
-        if self._left_behind:
-            return 0
-        limit = min(self.batch_size, idle)
+            if self._left_behind:
+                return 0
+            limit = min(self.batch_size, idle)
+            self._reserved += limit  # held through the round trip: a commit meanwhile must not take these workers too
+        claimed: list[PendingAction] = []
         try:
             claimed = self.store.claim_actions(self.clock(), limit, self.lease_seconds)
         except ProcessEngineError as error:
             log.error("cannot claim actions: %s", error)
-            return 0
-        with self._lock:
-            # A full claim may have left rows behind; one that came back short took them all.
-            self._left_behind = self._left_behind or len(claimed) >= limit
-        for action in claimed:
+        finally:
             with self._lock:
-                self._in_flight += 1
+                self._reserved -= limit
+                self._in_flight += len(claimed)
+                # A full claim may have left rows behind; one that came back short took them all.
+                self._left_behind = len(claimed) >= limit
+        for action in claimed:
             self.pool.submit(self._deliver_and_free, action)
         return len(claimed)
 
