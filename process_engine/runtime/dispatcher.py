@@ -7,7 +7,7 @@ the calls of the API and the scheduler.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -136,12 +136,10 @@ class Dispatcher(MessageDispatcher):
         again at every lease, the action running over and over.
         """
 
-        copies = [action.known] if action.known is not None else []
+        adopt = _first_attempt_copies([action])
 
         def work(unit: UnitOfWork) -> None:
-            for known in copies:  # the first attempt only: after a conflict, the instance is read again
-                unit.adopt_copy(*known)
-            copies.clear()
+            adopt(unit)
             self._outcome(unit, action, outcome)
             self._start_queued(unit)
 
@@ -177,12 +175,10 @@ class Dispatcher(MessageDispatcher):
                 now.append((action, outcome))
             instances.add(action.instance_id)
 
-        copies = [action.known for action, _ in now if action.known is not None]
+        adopt = _first_attempt_copies([action for action, _ in now])
 
         def work(unit: UnitOfWork) -> None:
-            for known in copies:  # as in action_finished
-                unit.adopt_copy(*known)
-            copies.clear()
+            adopt(unit)
             unit.prefetch(action.instance_id for action, _ in now)
             for action, outcome in now:
                 self._outcome(unit, action, outcome)
@@ -251,6 +247,19 @@ class Dispatcher(MessageDispatcher):
             return self._run(work)[0]
         except ConcurrencyConflict:
             return None
+
+
+def _first_attempt_copies(actions: Sequence[PendingAction]) -> Callable[[UnitOfWork], None]:
+    """Has the first unit of work use the instance copies these actions were leased with; later
+    attempts (after a conflict: the instance moved on) read them from the store."""
+    copies = [action.known for action in actions if action.known is not None]
+
+    def adopt(unit: UnitOfWork) -> None:
+        for known in copies:
+            unit.adopt_copy(*known)
+        copies.clear()
+
+    return adopt
 
 
 def _storable(outcome: ActionSucceeded | ActionFailed, error: StoreError) -> ActionSucceeded | ActionFailed:

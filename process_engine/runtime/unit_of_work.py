@@ -77,7 +77,7 @@ class UnitOfWork:
         self.known = after._known_next if after._prepared is not None else after._unchanged_copies()
         for step in after._prepared[0] if after._prepared is not None else after.steps():
             instance = step.instance
-            self.carried[instance.id] = (instance, (step.expected_version or 0) + 1)
+            self.carried[instance.id] = _as_committed(step)
             # Only active ones can answer active_by_key: a topic key would list them all.
             if instance.correlation_key is not None and instance.active:
                 self.carried_keys.setdefault((instance.definition_id, instance.correlation_key), []).append(instance.id)
@@ -319,10 +319,15 @@ class UnitOfWork:
                 claimer.claimed(claim, (), 0)  # nothing was written: the slots are free again
                 raise
             if leased:
-                after = {step.instance.id: (step.instance, (step.expected_version or 0) + 1) for step in steps}
+                after = {step.instance.id: _as_committed(step) for step in steps}
                 per_instance = Counter(action.instance_id for action in leased)
                 # Two rows of one instance (parallel branches): the first outcome makes the other's copy stale.
                 leased = [replace(action, known=after.get(action.instance_id) if per_instance[action.instance_id] == 1 else None)
                           for action in leased]
             claimer.claimed(claim, leased, len(keys) - len(leased))
         return steps
+
+
+def _as_committed(step: Step) -> tuple[InstanceState, int]:
+    """A step's instance and the version its commit gives it (one step per instance per unit)."""
+    return step.instance, (step.expected_version or 0) + 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -22,6 +21,7 @@ from process_engine.engine import ActionSucceeded
 from process_engine.ports import ActionClaim, Step
 from process_engine.runtime.dispatcher import Dispatcher
 from process_engine.runtime.registry import DefinitionRegistry
+from tests.unit.test_outbox_backpressure import wait_for
 from tests.unit.walking import definition_from
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
@@ -83,13 +83,6 @@ def make(workers: int = 4, idle_seconds: float = 30.0) -> tuple[CountingStore, D
     worker = OutboxWorker(store, dispatcher, ActionRegistry([published]), clock=lambda: T0, workers=workers, idle_seconds=idle_seconds)
     dispatcher.claimer = worker
     return store, dispatcher, worker, published
-
-
-def wait_for(condition, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_a_reservation_is_bounded_by_idle_workers_and_given_back() -> None:

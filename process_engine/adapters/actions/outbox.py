@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,8 +22,8 @@ from datetime import datetime
 from process_engine.adapters.actions.base import ActionContext
 from process_engine.adapters.actions.registry import ActionRegistry
 from process_engine.domain.errors import ActionError, ProcessEngineError
-from process_engine.engine import ActionFailed, ActionSucceeded, RunAction
-from process_engine.ports import ActionClaim, InstanceStore, PendingAction, Step
+from process_engine.engine import ActionFailed, ActionSucceeded
+from process_engine.ports import ActionClaim, InstanceStore, PendingAction
 from process_engine.runtime.dispatcher import Dispatcher, utc_now
 from process_engine.runtime.tracing import NoTracing, Tracing
 
@@ -118,11 +118,6 @@ class OutboxWorker:
                     self._in_flight -= len(actions) - number
                 break
         if wake:
-            self._wake.set()
-
-    def notice(self, steps: Iterable[Step]) -> None:
-        """Wake at once when a committed step asked for an action."""
-        if any(isinstance(c, RunAction) for s in steps for c in s.commands):
             self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
