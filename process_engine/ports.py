@@ -36,6 +36,43 @@ class IncomingMessage(NamedTuple):
     tracestate: str | None = None
 
 
+class IncomingBatch:
+    """A batch of trigger messages as columns; each IncomingMessage is built only when asked for.
+
+    Most telemetry is screened out from its value and key alone, so a consumer hands
+    these over instead of building a message per record: `message(i)` builds (once)
+    the ones that matter.
+    """
+
+    __slots__ = ("topics", "values", "keys", "_build", "_built")
+
+    def __init__(self, topics: Sequence[str], values: Sequence[bytes | None], keys: Sequence[bytes | None],
+                 build: Callable[[int], IncomingMessage]):
+        self.topics, self.values, self.keys = topics, values, keys
+        self._build = build
+        self._built: dict[int, IncomingMessage] = {}
+
+    @classmethod
+    def of(cls, messages: Sequence[IncomingMessage]) -> IncomingBatch:
+        """A batch of messages already built."""
+        return cls([m.coordinate.topic for m in messages], [m.value for m in messages], [m.key for m in messages],
+                   messages.__getitem__)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def message(self, index: int) -> IncomingMessage:
+        """The message at `index`, built on first use."""
+        built = self._built.get(index)
+        if built is None:
+            built = self._built[index] = self._build(index)
+        return built
+
+    def all(self) -> list[IncomingMessage]:
+        """Every message, in order."""
+        return [self.message(i) for i in range(len(self.values))]
+
+
 class Step(NamedTuple):
     """The outcome of one walker step for one instance, committed all or nothing.
 

@@ -22,6 +22,7 @@ from process_engine.ports import (
     ActionClaimer,
     ActiveKeys,
     DeadLetter,
+    IncomingBatch,
     IncomingMessage,
     InstanceStore,
     LedgerEntry,
@@ -31,7 +32,7 @@ from process_engine.ports import (
 from process_engine.runtime.message_decoding import MessageLimits, Refused, decode_message
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.runtime.retry import ConflictRetry
-from process_engine.runtime.screening import Screened, fast_screen, loud, screen_all, worth_asking
+from process_engine.runtime.screening import Entry, Screened, ScreenedBatch, TopicScreen, screen_all, worth_asking
 from process_engine.runtime.trace_context import join_trace
 from process_engine.runtime.unit_of_work import InlineAction, UnitOfWork
 from process_engine.runtime.windows import ledger_windowed, match_windowed
@@ -75,7 +76,7 @@ def error_text(error: BaseException) -> str:
 class PreparedBatch:
     """A batch of messages worked through but not yet committed."""
 
-    messages: Sequence[IncomingMessage]
+    messages: Sequence[IncomingMessage] | IncomingBatch
     unit: UnitOfWork
     result: BatchResult
     began: float = field(default_factory=time.perf_counter)
@@ -197,7 +198,7 @@ class MessageDispatcher:
         poisoned: dict[MessageCoordinate, str] = {}
         while True:  # each round poisons one more message, so it ends
             try:
-                result, steps = self._run(self._batch_work(messages, poisoned=poisoned))
+                result, steps = self._run(self._batch_work(IncomingBatch.of(messages), poisoned=poisoned))
             except PoisonedMessage as poison:
                 poisoned[poison.coordinate] = poison.reason
                 continue
@@ -206,7 +207,7 @@ class MessageDispatcher:
 
     def _batch_work(
         self,
-        messages: Sequence[IncomingMessage],
+        batch: IncomingBatch,
         marks: Mapping[tuple[str, int], int] | None = None,
         poisoned: Mapping[MessageCoordinate, str] | None = None,
     ) -> Callable[[UnitOfWork], BatchResult]:
@@ -217,28 +218,15 @@ class MessageDispatcher:
             synced = self.active_keys.start_sync() if self.active_keys is not None else None
             try:
                 result = BatchResult()
-                to_check = [m.coordinate for m in messages] if marks is None else []
-                if marks and any(mark >= 0 for mark in marks.values()):  # above its partition's mark, a message is new
-                    to_check = [c for m in messages if (c := m.coordinate).offset <= marks.get((c.topic, c.partition), -1)]
-                seen = self.store.seen_messages(to_check) if to_check else set()
-                fresh = messages
-                if seen or poisoned:
-                    fresh = []
-                    for message in messages:
-                        if message.coordinate in seen:
-                            result.duplicates += 1
-                        elif poisoned and message.coordinate in poisoned:
-                            self._dead_letter(unit, message, poisoned[message.coordinate], result)
-                        else:
-                            fresh.append(message)
-                screened = self._screen(unit, fresh, result)
-                keys = {(definition.id, key) for _, _, entries, _ in screened for definition, key, _ in entries if key is not None}
-                wanted = unit.active_unknown(keys)
+                screens = {topic: TopicScreen.of(self.registry.for_topic(topic), self.limits) for topic in set(batch.topics)}
+                screened = ScreenedBatch(batch, self._fresh(unit, batch, marks, poisoned, result), screens,
+                                         lambda index, screen: self._on_its_own(unit, batch.message(index), screen, result))
+                wanted = unit.active_unknown(screened.pairs())
                 # One query for the active instances of the keys the index cannot rule out (for
                 # telemetry, mostly none); the messages that then provably do nothing are left out.
                 asked = sorted(worth_asking(synced, wanted))
                 found = unit.read_active(asked) if asked else {}
-                kept, touched = loud(screened, {pair for pair, states in found.items() if states}, unit.carried_keys)
+                kept, touched = screened.kept({pair for pair, states in found.items() if states}, unit.carried_keys)
                 if kept:
                     unit.adopt_active([pair for pair in wanted if pair in touched], found)
                     unit.holds.prefetch(touched)  # the same for the keys of definitions with hold rules
@@ -252,6 +240,28 @@ class MessageDispatcher:
 
         return work
 
+    def _fresh(self, unit: UnitOfWork, batch: IncomingBatch, marks: Mapping[tuple[str, int], int] | None,
+               poisoned: Mapping[MessageCoordinate, str] | None, result: BatchResult) -> Sequence[int]:
+        """The indices of the messages to screen: not redeliveries the ledger has (with `marks`, only messages
+        at or below their partition's mark can be), nor poisoned (dead-lettered here)."""
+        everything = range(len(batch))
+        to_check = [batch.message(i).coordinate for i in everything] if marks is None else []
+        if marks and any(mark >= 0 for mark in marks.values()):
+            to_check = [c for i in everything if (c := batch.message(i).coordinate).offset <= marks.get((c.topic, c.partition), -1)]
+        seen = self.store.seen_messages(to_check) if to_check else set()
+        if not (seen or poisoned):
+            return everything
+        fresh = []
+        for index in everything:
+            message = batch.message(index)
+            if message.coordinate in seen:
+                result.duplicates += 1
+            elif poisoned and message.coordinate in poisoned:
+                self._dead_letter(unit, message, poisoned[message.coordinate], result)
+            else:
+                fresh.append(index)
+        return fresh
+
     # -- pipelined batches: the work of one overlaps the commit of the one before --
     def ledger_marks(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The trigger ledger's highest offset per (topic, partition), for `prepare_batch`."""
@@ -259,7 +269,7 @@ class MessageDispatcher:
 
     def prepare_batch(
         self,
-        messages: Sequence[IncomingMessage],
+        messages: Sequence[IncomingMessage] | IncomingBatch,
         after: PreparedBatch | None = None,
         marks: Mapping[tuple[str, int], int] | None = None,
     ) -> PreparedBatch:
@@ -279,11 +289,12 @@ class MessageDispatcher:
                 with `handle_batch` instead.
         """
         began = time.perf_counter()
+        batch = messages if isinstance(messages, IncomingBatch) else IncomingBatch.of(messages)
         poisoned: dict[MessageCoordinate, str] = {}
         while True:  # a poisoned message leaves its unit half-done: start a fresh one without it
             unit = UnitOfWork(self.store, self.registry, self.clock(), self.inline_actions, after.unit if after else None, self.claimer)
             try:
-                result = self._batch_work(messages, marks, poisoned)(unit)
+                result = self._batch_work(batch, marks, poisoned)(unit)
             except PoisonedMessage as poison:
                 poisoned[poison.coordinate] = poison.reason
                 continue
@@ -301,34 +312,22 @@ class MessageDispatcher:
         prepared.result.steps = steps
         return prepared.result
 
-    def _screen(
-        self, unit: UnitOfWork, messages: Sequence[IncomingMessage], result: BatchResult
-    ) -> list[tuple[IncomingMessage, dict[str, Any], list[Screened], list[tuple[str, str]] | None]]:
-        """Each message decoded, keyed and screened (screening.Fused), in order: by `fast_screen` where it can vouch
-        for the answer, else the general way, where a message that cannot be decoded or keyed is dead-lettered."""
-        screened = []
-        fast: dict[str, Any] = {}
-        for message in messages:
-            topic = message.coordinate.topic
-            if topic not in fast:  # one list of the topic's definitions for the whole batch, whatever reloads meanwhile
-                definitions = self.registry.for_topic(topic)
-                fast[topic] = (definitions, fast_screen(definitions, self.limits))
-            definitions, fused = fast[topic]
-            if fused is not None and (done := fused(message.value, message.key)) is not None:
-                screened.append((message, *done))
-                continue
-            document = self._decode(unit, message, result)
-            if document is None:
-                continue
-            pairs: list[tuple[ProcessDefinition, str | None]] = []
-            try:
-                for definition in definitions:
-                    pairs.append((definition, correlation_key(definition, document, message.key)))
-            except Exception as error:  # nothing is changed yet: dead-letter it on the spot
-                self._dead_letter(unit, message, f"correlation key of {definition.id}: {error_text(error)}", result, definition.id)
-                continue
-            screened.append((message, document, screen_all(document, pairs), None))
-        return screened
+    def _on_its_own(self, unit: UnitOfWork, message: IncomingMessage, screen: TopicScreen, result: BatchResult) -> Entry | None:
+        """A message decoded, keyed and screened on its own: by the fused step where it can vouch for the
+        answer, else the general way, where a message that cannot be decoded or keyed is dead-lettered (None)."""
+        if screen.fused is not None and (done := screen.fused(message.value, message.key)) is not None:
+            return (message, *done)
+        document = self._decode(unit, message, result)
+        if document is None:
+            return None
+        pairs: list[tuple[ProcessDefinition, str | None]] = []
+        try:
+            for definition in screen.definitions:
+                pairs.append((definition, correlation_key(definition, document, message.key)))
+        except Exception as error:  # nothing is changed yet: dead-letter it on the spot
+            self._dead_letter(unit, message, f"correlation key of {definition.id}: {error_text(error)}", result, definition.id)
+            return None
+        return (message, document, screen_all(document, pairs), None)
 
     def _message(
         self, unit: UnitOfWork, message: IncomingMessage, document: dict[str, Any],

@@ -3,23 +3,24 @@
 Most telemetry starts nothing: its condition is false and its key has no active
 instance. The active-key index (ports.ActiveKeys) rules most such keys out without
 a query: its sync is sent when the batch starts and read back once the batch's
-messages are decoded, keyed and screened (`fast_screen`, one fused step per message
-where the definitions allow it). The batch then asks the store for the active
-instances of the keys left, in one query, and `loud` keeps only the messages that
-may do something.
+messages are screened (`quiet_scanner`, one loop over the batch's values where the
+definitions allow it, building nothing per message; the others one by one through
+`fast_screen` or the general path). The batch then asks the store for the active
+instances of the keys left, in one query, and `ScreenedBatch.kept` keeps only the
+messages that may do something, building an IncomingMessage for those alone.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
 from process_engine.domain.definition import ProcessDefinition
 from process_engine.engine.triggers import key_function, screen, screener
-from process_engine.ports import PendingSync
+from process_engine.ports import IncomingBatch, IncomingMessage, PendingSync
 from process_engine.runtime.message_decoding import MessageLimits
 
 # A definition, the message's key for it, and its condition's outcome: True or False,
@@ -57,7 +58,7 @@ def fast_screen(definitions: Sequence[ProcessDefinition], limits: MessageLimits)
     The function answers None for a message it cannot vouch for (refused, or raising):
     the general path then decodes it and says why, so every answer is the general path's.
     """
-    if not definitions or any(d.windowed or d.trigger.holds for d in definitions):
+    if not _screenable(definitions):
         return None
     checks = [(definition, definition.id, key_function(definition), screener(definition)) for definition in definitions]
     max_bytes, max_depth, loads = limits.max_bytes, limits.max_depth, orjson.loads
@@ -89,27 +90,248 @@ def fast_screen(definitions: Sequence[ProcessDefinition], limits: MessageLimits)
     return fused
 
 
-def loud(screened: Sequence[tuple[Any, dict[str, Any], list[Screened], list[Pair] | None]], active: Collection[Pair],
-         carried: Collection[Pair]) -> tuple[list[tuple[Any, dict[str, Any], list[Screened], list[Pair] | None]], set[Pair]]:
-    """The screened messages that may do something, in order, and the pairs they name; the others provably do nothing.
+def _screenable(definitions: Sequence[ProcessDefinition]) -> bool:
+    """Whether a topic's definitions need nothing but their conditions and keys (no window, no hold rules)."""
+    return bool(definitions) and not any(d.windowed or d.trigger.holds for d in definitions)
 
-    A message whose outcomes are all False (its quiet pairs) does nothing unless one of
-    its pairs has an instance active in the store (`active`), written by the batch
-    before (`carried`), or possibly started by a message before it in this batch.
+
+# One column of keys per definition (None where the message names no pair, or is loud), and
+# the indices of the messages it cannot call quiet, in order.
+QuietScan = tuple[list[list[str | None]], list[int]]
+_ABSENT = object()
+
+
+def quiet_scanner(definitions: Sequence[ProcessDefinition], limits: MessageLimits
+                  ) -> Callable[[Sequence[bytes | None], Sequence[bytes | None]], QuietScan] | None:
+    """One topic's batch screened for messages that provably do nothing, building nothing per message.
+
+    A message is quiet when `fast_screen` would vouch for it and find every outcome
+    False: then only its keys matter (does one have an active instance?). Every other
+    message is loud, and the caller takes it through `fast_screen` or the general
+    path, which decide it as before. None where `fast_screen` is None.
     """
-    kept = []
-    touched: set[Pair] = set()
-    for entry in screened:
-        quiet = entry[3]
-        if quiet is not None:
-            for pair in quiet:  # a loop, not any(): most messages have one pair, and a generator costs more
-                if pair in active or pair in carried or pair in touched:
-                    break
-            else:
+    if not _screenable(definitions):
+        return None
+    max_bytes, max_depth, loads = limits.max_bytes, limits.max_depth, orjson.loads
+    shallow = 2 * max_depth + 1
+    definition = definitions[0]
+    steps = definition.trigger.correlate.keys if definition.trigger.correlate is not None else None
+    compared = definition.trigger.condition.comparison() if definition.trigger.condition is not None else None
+    if len(definitions) > 1 or not steps or compared is None or definition.condition_variables:
+        checks = [(key_function(definition), screener(definition)) for definition in definitions]
+
+        def scan(values: Sequence[bytes | None], message_keys: Sequence[bytes | None]) -> QuietScan:
+            columns: list[list[str | None]] = [[None] * len(values) for _ in checks]
+            loud: list[int] = []
+            for index, value in enumerate(values):
+                if value is None or len(value) > max_bytes:
+                    loud.append(index)
+                    continue
+                try:
+                    document = loads(value)
+                except ValueError:
+                    loud.append(index)
+                    continue
+                if type(document) is not dict or (len(value) > shallow and value.count(b"{") + value.count(b"[") > max_depth):
+                    loud.append(index)
+                    continue
+                for column, (key_of, check) in zip(columns, checks):
+                    try:
+                        key, outcome = key_of(document, message_keys[index]), check(document)
+                    except Exception:
+                        outcome = True
+                    if outcome:
+                        loud.append(index)
+                        break
+                    column[index] = key
+            return columns, loud
+
+        return scan
+    # The commonest shape, one definition keyed by a path with a `path <op> constant`
+    # condition: both paths followed inline, as key_function and screener follow them;
+    # anything they would hand to the general code makes the message loud.
+    path, compare, constant = compared
+
+    def scan_one(values: Sequence[bytes | None], message_keys: Sequence[bytes | None]) -> QuietScan:
+        column: list[str | None] = []
+        loud: list[int] = []
+        keep = column.append
+        for index, value in enumerate(values):
+            if value is None or len(value) > max_bytes:
+                keep(None)
+                loud.append(index)
                 continue
-        kept.append(entry)
-        touched.update((definition.id, key) for definition, key, _ in entry[2] if key is not None)
-    return kept, touched
+            try:
+                document = loads(value)
+            except ValueError:
+                keep(None)
+                loud.append(index)
+                continue
+            if type(document) is not dict or (len(value) > shallow and value.count(b"{") + value.count(b"[") > max_depth):
+                keep(None)
+                loud.append(index)
+                continue
+            key: Any = document
+            for step in steps:
+                if type(key) is not dict:
+                    key = document  # off the path: not text
+                    break
+                key = key.get(step, _ABSENT)
+                if key is _ABSENT:
+                    break
+            read: Any = document
+            for step in path:
+                if type(read) is not dict:
+                    read = _ABSENT
+                    break
+                read = read.get(step, _ABSENT)
+                if read is _ABSENT:
+                    break
+            try:
+                hot = read is _ABSENT or (key is not _ABSENT and type(key) is not str) or compare(read, constant)
+            except Exception:
+                hot = True
+            if hot:
+                keep(None)
+                loud.append(index)
+            else:
+                keep(None if key is _ABSENT else key)
+        return [column], loud
+
+    return scan_one
+
+
+Entry = tuple[IncomingMessage, dict[str, Any], list[Screened], list[Pair] | None]  # a message screened on its own
+Scan = Callable[[Sequence[bytes | None], Sequence[bytes | None]], QuietScan]
+
+
+class TopicScreen(NamedTuple):
+    """How one topic's messages are screened in a batch: its definitions, the fused step and the quiet scan (None where they cannot be used)."""
+
+    definitions: list[ProcessDefinition]
+    fused: Callable[[bytes | None, bytes | None], Fused | None] | None
+    scan: Scan | None
+
+    @classmethod
+    def of(cls, definitions: list[ProcessDefinition], limits: MessageLimits) -> TopicScreen:
+        """The screen of a topic with these definitions."""
+        return cls(definitions, fast_screen(definitions, limits), quiet_scanner(definitions, limits))
+
+
+class _QuietGroup(NamedTuple):
+    """One topic's scanned messages: a key column per definition, and each batch index's row in them."""
+
+    ids: list[str]
+    columns: list[list[str | None]]
+    rows: dict[int, int] | None  # None: the row is the batch index
+
+
+class ScreenedBatch:
+    """A batch screened: the loud messages on their own (`Entry`), the quiet ones as key columns.
+
+    `kept` then gives the messages that may do something, in order, building only those.
+    """
+
+    def __init__(self, batch: IncomingBatch, order: Sequence[int], screens: Mapping[str, TopicScreen],
+                 on_its_own: Callable[[int, TopicScreen], Entry | None]):
+        """Screen the messages at `order` (batch indices, in order); `on_its_own(index, screen)`
+        screens a message that is not quiet (None: it was dead-lettered)."""
+        self.batch, self.order, self.screens, self.on_its_own = batch, order, screens, on_its_own
+        self.full: dict[int, Entry] = {}
+        self.groups: list[_QuietGroup] = []
+        self._group_of: dict[str, _QuietGroup] = {}
+        loud: list[int] = []
+        topics = batch.topics
+        by_topic: dict[str, list[int]] = {}
+        if order and len(order) == len(batch) and len(screens) == 1:  # one topic, nothing skipped: the common case
+            by_topic[topics[0]] = list(order)
+        else:
+            for index in order:
+                by_topic.setdefault(topics[index], []).append(index)
+        for topic, indices in by_topic.items():
+            screen = screens[topic]
+            if screen.scan is None:
+                loud.extend(indices)
+                continue
+            whole = len(indices) == len(batch)
+            values = batch.values if whole else [batch.values[i] for i in indices]
+            keys = batch.keys if whole else [batch.keys[i] for i in indices]
+            columns, rows = screen.scan(values, keys)
+            loud.extend(indices[row] for row in rows)
+            group = _QuietGroup([d.id for d in screen.definitions], columns, None if whole else {i: r for r, i in enumerate(indices)})
+            self.groups.append(group)
+            self._group_of[topic] = group
+        for index in sorted(loud):  # in order: dead letters keep the batch's order
+            entry = on_its_own(index, screens[topics[index]])
+            if entry is not None:
+                self.full[index] = entry
+        self._loud = set(loud)
+        self._quiet_pairs: set[Pair] | None = None
+
+    def pairs(self) -> set[Pair]:
+        """Every (definition id, key) pair the screened messages name."""
+        if self._quiet_pairs is None:
+            self._quiet_pairs = {pair for group in self.groups for pair in _group_pairs(group)}
+        return self._quiet_pairs.union((definition.id, key) for _, _, entries, _ in self.full.values()
+                                       for definition, key, _ in entries if key is not None)
+
+    def kept(self, active: Collection[Pair], carried: Collection[Pair]) -> tuple[list[Entry], set[Pair]]:
+        """The messages that may do something, in order, and the pairs they name; the others provably do nothing.
+
+        A message whose outcomes are all False does nothing unless one of its pairs has an
+        instance active in the store (`active`), written by the batch before (`carried`),
+        or possibly started by a message before it in this batch.
+        """
+        hot: set[Pair] = set()
+        if active or carried:
+            quiet = self._quiet_pairs if self._quiet_pairs is not None else {pair for group in self.groups for pair in _group_pairs(group)}
+            hot = {pair for pair in quiet if pair in active or pair in carried}
+        if not hot and not self.full:  # most telemetry: nothing in the batch can do anything
+            return [], set()
+        kept: list[Entry] = []
+        touched: set[Pair] = set()
+        topics, loud = self.batch.topics, self._loud
+        for index in self.order:
+            entry = self.full.get(index)
+            if entry is None:
+                if index in loud:
+                    continue  # dead-lettered
+                group = self._group_of[topics[index]]
+                row = index if group.rows is None else group.rows[index]
+                for definition_id, column in zip(group.ids, group.columns):
+                    key = column[row]
+                    if key is not None and ((definition_id, key) in hot or (definition_id, key) in touched):
+                        break
+                else:
+                    continue
+                entry = self._built(index)
+                if entry is None:
+                    continue
+            else:
+                quiet = entry[3]
+                if quiet is not None:
+                    for pair in quiet:
+                        if pair in active or pair in carried or pair in touched:
+                            break
+                    else:
+                        continue
+            kept.append(entry)
+            touched.update((definition.id, key) for definition, key, _ in entry[2] if key is not None)
+        return kept, touched
+
+    def _built(self, index: int) -> Entry | None:
+        """A quiet message that matters after all, screened on its own."""
+        message = self.batch.message(index)
+        screen = self.screens[message.coordinate.topic]
+        done = screen.fused(message.value, message.key) if screen.fused is not None else None
+        return (message, *done) if done is not None else self.on_its_own(index, screen)
+
+
+def _group_pairs(group: _QuietGroup) -> Iterator[Pair]:
+    for definition_id, column in zip(group.ids, group.columns):
+        for key in set(column):
+            if key is not None:
+                yield definition_id, key
 
 
 def worth_asking(synced: PendingSync | None, wanted: list[Pair]) -> list[Pair]:

@@ -3,8 +3,9 @@
 `fast_screen` decodes, keys and screens a message in one step; whatever it answers
 must be what decode_message, correlation_key and screen_all answer, and a message it
 cannot vouch for (refused, raising, an odd key) must be left to the general path,
-which dead-letters it with the reason. Then `loud` drops only messages that provably
-do nothing.
+which dead-letters it with the reason. `quiet_scanner` calls a message quiet only
+where `fast_screen` vouches for it with every outcome False. Then `ScreenedBatch.kept`
+drops only messages that provably do nothing.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import orjson
 import pytest
 
 from process_engine.adapters.definitions.yaml_loader import load_text
+from process_engine.adapters.memory.active_keys import MemoryActiveKeys
 from process_engine.adapters.memory.store import MemoryInstanceStore
 from process_engine.domain.expressions import compile_expression
 from process_engine.engine.triggers import correlation_key
-from process_engine.ports import IncomingMessage, MessageCoordinate
+from process_engine.ports import IncomingBatch, IncomingMessage, MessageCoordinate
 from process_engine.runtime.message_decoding import MessageLimits, Refused, decode_message
 from process_engine.runtime.messages import MessageDispatcher
 from process_engine.runtime.registry import DefinitionRegistry
-from process_engine.runtime.screening import fast_screen, loud, screen_all
+from process_engine.runtime.screening import ScreenedBatch, TopicScreen, fast_screen, quiet_scanner, screen_all
 from tests.unit.hot_watch import WATCH, readings
 
 BY_KEY = WATCH.replace("hot-watch", "by-kafka-key").replace(", correlate: tags.device_id", "")
@@ -123,16 +125,63 @@ def test_definitions_with_windows_or_holds_take_the_general_path() -> None:
     assert fast_screen([], LIMITS) is None
 
 
-def test_loud_keeps_what_an_active_carried_or_earlier_key_makes_matter() -> None:
+def kept_offsets(definition, batch: list[IncomingMessage], active: set, carried: set) -> tuple[list[int], set]:
+    screens = {"readings": TopicScreen.of([definition], LIMITS)}
+    incoming = IncomingBatch.of(batch)
+    on_its_own = []
+
+    def screen_one(index: int, screen: TopicScreen) -> tuple:
+        on_its_own.append(index)
+        return (incoming.message(index), *screen.fused(incoming.values[index], incoming.keys[index]))
+
+    screened = ScreenedBatch(incoming, range(len(batch)), screens, screen_one)
+    kept, touched = screened.kept(active, carried)
+    # Only the hot readings are screened on their own; the cold ones in the loop over the batch.
+    assert on_its_own == [i for i, m in enumerate(batch) if orjson.loads(m.value)["fields"]["temp_c"] > 25]
+    return [m.coordinate.offset for m, *_ in kept], touched
+
+
+def test_kept_are_what_an_active_carried_or_earlier_key_makes_matter() -> None:
     definition = load_text(WATCH)
-    fused = fast_screen([definition], LIMITS)
-    assert fused is not None
     batch = readings(0, ("cold", 20.0), ("hot", 30.0), ("hot", 20.0), ("active", 20.0), ("carried", 20.0), ("cold", 21.0))
-    screened = [(m, *fused(m.value, m.key)) for m in batch]
-    kept, touched = loud(screened, active={("hot-watch", "active")}, carried={("hot-watch", "carried")})
+    offsets, touched = kept_offsets(definition, batch, active={("hot-watch", "active")}, carried={("hot-watch", "carried")})
     # The cold key does nothing; the hot reading may start an instance, which the reading after it refreshes.
-    assert [m.coordinate.offset for m, *_ in kept] == [1, 2, 3, 4]
+    assert offsets == [1, 2, 3, 4]
     assert touched == {("hot-watch", "hot"), ("hot-watch", "active"), ("hot-watch", "carried")}
+    assert kept_offsets(definition, [batch[0], batch[2], batch[5]], set(), set()) == ([], set())  # all quiet: nothing built
+    # A quiet reading before the hot one is not kept: nothing was active when it came.
+    assert kept_offsets(definition, [batch[2], batch[1], batch[2]], set(), set())[0] == [1, 2]
+
+
+@pytest.mark.parametrize("texts", [[WATCH], [BY_KEY], [WITH_VARIABLE], [WATCH, BY_KEY, WITH_VARIABLE],
+                                   *([WATCH.replace("fields.temp_c > 25", c)] for c in CONDITIONS)],
+                         ids=["path", "kafka-key", "variable", "three", *CONDITIONS])
+@pytest.mark.parametrize("key", [None, b"kafka-key", b"\xff\x00"], ids=["no-key", "key", "binary-key"])
+def test_the_quiet_scan_calls_quiet_only_what_the_fused_step_vouches_for_as_doing_nothing(texts: list[str], key: bytes | None) -> None:
+    definitions = [load_text(text) for text in texts]
+    fused, scan = fast_screen(definitions, LIMITS), quiet_scanner(definitions, LIMITS)
+    assert fused is not None and scan is not None
+    values = VALUES + [orjson.dumps({"tags": {"device_id": f"hp-{n}"}, "fields": {"temp_c": n}, "limit": 3}) for n in range(40)]
+    columns, loud = scan(values, [key] * len(values))
+    assert len(columns) == len(definitions) and all(len(column) == len(values) for column in columns)
+    assert loud == sorted(set(loud))
+    for index, value in enumerate(values):
+        answer = fused(value, key)
+        quiet_there = answer is not None and answer[2] is not None
+        if index in loud:
+            continue  # screened again on its own, which is always right
+        assert quiet_there, value  # never quiet where the fused step is not sure nothing happens
+        _, entries, quiet = answer
+        assert [column[index] for column in columns] == [k for _, k, _ in entries]
+        assert quiet == [(d.id, k) for d, k, _ in entries if k is not None]
+    # The commonest shapes take the loop: every cold reading of the plain ones is quiet there.
+    if texts == [WATCH]:
+        assert [i for i in range(len(VALUES), len(values)) if i not in loud] == [i for i in range(len(VALUES), len(values)) if values[i] and i - len(VALUES) <= 25]
+
+
+def test_the_quiet_scan_takes_the_same_definitions_as_the_fused_step() -> None:
+    for definitions in ([load_text(HOLDING)], [load_text(WATCH), load_text(HOLDING)], []):
+        assert quiet_scanner(definitions, LIMITS) is None
 
 
 def test_a_comparison_is_followed_in_place_only_in_its_plain_shape() -> None:
@@ -165,3 +214,37 @@ def test_the_evaluator_answers_and_fails_as_evaluate_does() -> None:
         except Exception as error:
             got = (type(error), str(error))
         assert got == expected, source
+
+
+def test_a_batch_builds_an_incoming_message_only_for_the_messages_that_matter() -> None:
+    definition, other = load_text(WATCH), load_text(WATCH.replace("hot-watch", "other-watch").replace("topic: readings", "topic: others"))
+    store = MemoryInstanceStore()
+    registry = DefinitionRegistry(store)
+    registry.activate([definition, other])
+    dispatcher = MessageDispatcher(store, registry, limits=LIMITS, active_keys=MemoryActiveKeys(store))
+    values = [("cold", 20.0)] * 300 + [("hot", 30.0), ("hot", 21.0), ("cold", 22.0)]
+    messages = readings(0, *values)
+    # A second topic in the same batch, between them: its own screen, its own key column.
+    messages.insert(100, IncomingMessage(MessageCoordinate("others", 0, 0), orjson.dumps({"tags": {"device_id": "hot"}, "fields": {"temp_c": 20}})))
+    messages.insert(200, IncomingMessage(MessageCoordinate("readings", 0, 999), b"not json"))
+    built: list[int] = []
+
+    def build(index: int) -> IncomingMessage:
+        built.append(index)
+        return messages[index]
+
+    batch = IncomingBatch([m.coordinate.topic for m in messages], [m.value for m in messages], [m.key for m in messages], build)
+    prepared = dispatcher.prepare_batch(batch, None, {})
+    result = dispatcher.commit_prepared(prepared)
+    assert len(result.started) == 1 and result.refreshed == 1 and result.dead_lettered == 1
+    # The refused message, the hot one and the reading after it for the key it started; nothing else.
+    assert sorted(set(built)) == [200, 302, 303]
+    [instance] = store.active_by_keys([("hot-watch", "hot")])[("hot-watch", "hot")]
+    assert instance.variables["temperature"] == 21.0
+    # The next batch: the cold keys still cost nothing, the active one is refreshed.
+    built.clear()
+    later = readings(400, *([("cold", 20.0)] * 50 + [("hot", 23.0)]))
+    messages[:] = later
+    batch = IncomingBatch(["readings"] * len(later), [m.value for m in later], [m.key for m in later], build)
+    assert dispatcher.commit_prepared(dispatcher.prepare_batch(batch, None, {})).refreshed == 1
+    assert built == [50]

@@ -30,7 +30,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from process_engine.domain.errors import StoreUnavailable
-from process_engine.ports import IncomingMessage, MessageCoordinate
+from process_engine.ports import IncomingBatch, IncomingMessage, MessageCoordinate
 from process_engine.runtime.dispatcher import BatchResult, Dispatcher, PreparedBatch
 from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.runtime.trace_context import checked_traceparent, checked_tracestate
@@ -75,6 +75,11 @@ class ConsumerSettings:
             # Redpanda does, only sees more idle fetches). Not 5: 20 msg/s gained 2 ms of
             # p99, but at 200 msg/s the busier broker took p99 from 18-23 to 39-44 ms.
             "fetch.wait.max.ms": 10,
+            # Once a partition's local queue is past queued.min.messages, librdkafka waits this
+            # long before fetching it again (default 1 s): a consumer that empties the queue in
+            # a tenth of that then idles. With a backlog the engine read 150,000-180,000 msg/s
+            # that way; at 10 ms, 800,000-1,100,000 raw on the same topic.
+            "fetch.queue.backoff.ms": 10,
         }
         config.update(self.security)
         config.update(self.extra)
@@ -103,13 +108,15 @@ def to_incoming(message: Message) -> IncomingMessage:
     return _tuple(IncomingMessage, (coordinate, message.value(), message.key(), timestamp if timestamp > 0 else None, *traced))
 
 
-def last_offsets(messages: list[IncomingMessage]) -> dict[tuple[str, int], int]:
-    """The last offset of each partition in a batch from one poll (a partition's messages come in order)."""
-    last = {}
-    for message in messages:
-        topic, partition, offset = message[0]
-        last[topic, partition] = offset
-    return last
+def incoming_batch(messages: list[Message]) -> IncomingBatch:
+    """A batch from one poll as the dispatcher takes it: columns read in C, each IncomingMessage built when asked for."""
+    return IncomingBatch(list(map(Message.topic, messages)), list(map(Message.value, messages)), list(map(Message.key, messages)),
+                         lambda index: to_incoming(messages[index]))
+
+
+def last_offsets(messages: list[Message], topics: list[str]) -> dict[tuple[str, int], int]:
+    """The last offset of each partition in a batch from one poll (a partition's messages come in order, so the last one written wins)."""
+    return dict(zip(zip(topics, map(Message.partition, messages)), map(Message.offset, messages)))
 
 
 def trace_headers(headers: list[tuple[str, bytes | None]]) -> tuple[str | None, str | None]:
@@ -240,10 +247,10 @@ class TriggerConsumer:
         flight, self._in_flight = self._in_flight, None
         offsets: dict[tuple[str, int], int] = {}
         try:
-            incoming = [to_incoming(m) for m in messages]
-            offsets = last_offsets(incoming)
+            batch = incoming_batch(messages)
+            offsets = last_offsets(messages, batch.topics)
             prepared: PreparedBatch | None = self.dispatcher.prepare_batch(
-                incoming, flight.prepared if flight is not None else None, self._ledger_marks(offsets)
+                batch, flight.prepared if flight is not None else None, self._ledger_marks(offsets)
             )
         except Exception as error:  # a read failed, or worse: finish the batch before, then go carefully
             log.debug("preparing a batch failed (%s); handling it on its own", error)
