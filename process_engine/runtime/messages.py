@@ -220,7 +220,8 @@ class MessageDispatcher:
                 result = BatchResult()
                 screens = {topic: TopicScreen.of(self.registry.for_topic(topic), self.limits) for topic in set(batch.topics)}
                 screened = ScreenedBatch(batch, self._fresh(unit, batch, marks, poisoned, result), screens,
-                                         lambda index, screen: self._on_its_own(unit, batch.message(index), screen, result))
+                                         lambda index, screen: self._on_its_own(unit, batch.message(index), screen, result),
+                                         keep_documents=bool(unit.known or unit.carried))  # the batch before read active instances
                 wanted = unit.active_unknown(screened.pairs())
                 # One query for the active instances of the keys the index cannot rule out (for
                 # telemetry, mostly none); the messages that then provably do nothing are left out.

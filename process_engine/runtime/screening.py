@@ -98,17 +98,20 @@ def _screenable(definitions: Sequence[ProcessDefinition]) -> bool:
 # One column of keys per definition (None where the message names no pair, or is loud), and
 # the indices of the messages it cannot call quiet, in order.
 QuietScan = tuple[list[list[str | None]], list[int]]
+Scan = Callable[[Sequence[bytes | None], Sequence[bytes | None], "list[dict[str, Any] | None] | None"], QuietScan]
 _ABSENT = object()
 
 
 def quiet_scanner(definitions: Sequence[ProcessDefinition], limits: MessageLimits
-                  ) -> Callable[[Sequence[bytes | None], Sequence[bytes | None]], QuietScan] | None:
+                  ) -> Scan | None:
     """One topic's batch screened for messages that provably do nothing, building nothing per message.
 
     A message is quiet when `fast_screen` would vouch for it and find every outcome
     False: then only its keys matter (does one have an active instance?). Every other
     message is loud, and the caller takes it through `fast_screen` or the general
-    path, which decide it as before. None where `fast_screen` is None.
+    path, which decide it as before. None where `fast_screen` is None. Given a list
+    (`documents`, one slot per message), the scan also leaves each quiet message's
+    decoded document in its slot, for a batch where many of them will matter.
     """
     if not _screenable(definitions):
         return None
@@ -120,7 +123,7 @@ def quiet_scanner(definitions: Sequence[ProcessDefinition], limits: MessageLimit
     if len(definitions) > 1 or not steps or compared is None or definition.condition_variables:
         checks = [(key_function(definition), screener(definition)) for definition in definitions]
 
-        def scan(values: Sequence[bytes | None], message_keys: Sequence[bytes | None]) -> QuietScan:
+        def scan(values: Sequence[bytes | None], message_keys: Sequence[bytes | None], documents: list[dict[str, Any] | None] | None = None) -> QuietScan:
             columns: list[list[str | None]] = [[None] * len(values) for _ in checks]
             loud: list[int] = []
             for index, value in enumerate(values):
@@ -144,6 +147,9 @@ def quiet_scanner(definitions: Sequence[ProcessDefinition], limits: MessageLimit
                         loud.append(index)
                         break
                     column[index] = key
+                else:
+                    if documents is not None:
+                        documents[index] = document
             return columns, loud
 
         return scan
@@ -152,7 +158,7 @@ def quiet_scanner(definitions: Sequence[ProcessDefinition], limits: MessageLimit
     # anything they would hand to the general code makes the message loud.
     path, compare, constant = compared
 
-    def scan_one(values: Sequence[bytes | None], message_keys: Sequence[bytes | None]) -> QuietScan:
+    def scan_one(values: Sequence[bytes | None], message_keys: Sequence[bytes | None], documents: list[dict[str, Any] | None] | None = None) -> QuietScan:
         column: list[str | None] = []
         loud: list[int] = []
         keep = column.append
@@ -196,13 +202,14 @@ def quiet_scanner(definitions: Sequence[ProcessDefinition], limits: MessageLimit
                 loud.append(index)
             else:
                 keep(None if key is _ABSENT else key)
+                if documents is not None:
+                    documents[index] = document
         return [column], loud
 
     return scan_one
 
 
 Entry = tuple[IncomingMessage, dict[str, Any], list[Screened], list[Pair] | None]  # a message screened on its own
-Scan = Callable[[Sequence[bytes | None], Sequence[bytes | None]], QuietScan]
 
 
 class TopicScreen(NamedTuple):
@@ -221,9 +228,10 @@ class TopicScreen(NamedTuple):
 class _QuietGroup(NamedTuple):
     """One topic's scanned messages: a key column per definition, and each batch index's row in them."""
 
-    ids: list[str]
+    screen: TopicScreen
     columns: list[list[str | None]]
     rows: dict[int, int] | None  # None: the row is the batch index
+    documents: list[dict[str, Any] | None] | None  # the quiet rows' documents, when kept
 
 
 class ScreenedBatch:
@@ -233,10 +241,11 @@ class ScreenedBatch:
     """
 
     def __init__(self, batch: IncomingBatch, order: Sequence[int], screens: Mapping[str, TopicScreen],
-                 on_its_own: Callable[[int, TopicScreen], Entry | None]):
+                 on_its_own: Callable[[int, TopicScreen], Entry | None], keep_documents: bool = False):
         """Screen the messages at `order` (batch indices, in order); `on_its_own(index, screen)`
-        screens a message that is not quiet (None: it was dead-lettered)."""
-        self.batch, self.order, self.screens, self.on_its_own = batch, order, screens, on_its_own
+        screens a message that is not quiet (None: it was dead-lettered). `keep_documents`
+        when many quiet ones may matter (keys with active instances): they are not decoded twice."""
+        self.batch, self.order = batch, order
         self.full: dict[int, Entry] = {}
         self.groups: list[_QuietGroup] = []
         self._group_of: dict[str, _QuietGroup] = {}
@@ -256,9 +265,10 @@ class ScreenedBatch:
             whole = len(indices) == len(batch)
             values = batch.values if whole else [batch.values[i] for i in indices]
             keys = batch.keys if whole else [batch.keys[i] for i in indices]
-            columns, rows = screen.scan(values, keys)
+            documents: list[dict[str, Any] | None] | None = [None] * len(values) if keep_documents else None
+            columns, rows = screen.scan(values, keys, documents)
             loud.extend(indices[row] for row in rows)
-            group = _QuietGroup([d.id for d in screen.definitions], columns, None if whole else {i: r for r, i in enumerate(indices)})
+            group = _QuietGroup(screen, columns, None if whole else {i: r for r, i in enumerate(indices)}, documents)
             self.groups.append(group)
             self._group_of[topic] = group
         for index in sorted(loud):  # in order: dead letters keep the batch's order
@@ -298,15 +308,13 @@ class ScreenedBatch:
                     continue  # dead-lettered
                 group = self._group_of[topics[index]]
                 row = index if group.rows is None else group.rows[index]
-                for definition_id, column in zip(group.ids, group.columns):
+                for definition, column in zip(group.screen.definitions, group.columns):
                     key = column[row]
-                    if key is not None and ((definition_id, key) in hot or (definition_id, key) in touched):
+                    if key is not None and ((definition.id, key) in hot or (definition.id, key) in touched):
                         break
                 else:
                     continue
-                entry = self._built(index)
-                if entry is None:
-                    continue
+                entry = _built(self.batch.message(index), group, row)
             else:
                 quiet = entry[3]
                 if quiet is not None:
@@ -319,16 +327,20 @@ class ScreenedBatch:
             touched.update((definition.id, key) for definition, key, _ in entry[2] if key is not None)
         return kept, touched
 
-    def _built(self, index: int) -> Entry | None:
-        """A quiet message that matters after all, screened on its own."""
-        message = self.batch.message(index)
-        screen = self.screens[message.coordinate.topic]
-        done = screen.fused(message.value, message.key) if screen.fused is not None else None
-        return (message, *done) if done is not None else self.on_its_own(index, screen)
+
+
+def _built(message: IncomingMessage, group: _QuietGroup, row: int) -> Entry:
+    """A quiet message that matters after all, as the fused step screens it (every outcome False)."""
+    document = group.documents[row] if group.documents is not None else None
+    if document is None:
+        document = orjson.loads(message.value)  # decoded once already, within the limits
+    entries: list[Screened] = [(definition, column[row], False) for definition, column in zip(group.screen.definitions, group.columns)]
+    return message, document, entries, [(definition.id, key) for definition, key, _ in entries if key is not None]
 
 
 def _group_pairs(group: _QuietGroup) -> Iterator[Pair]:
-    for definition_id, column in zip(group.ids, group.columns):
+    for definition, column in zip(group.screen.definitions, group.columns):
+        definition_id = definition.id
         for key in set(column):
             if key is not None:
                 yield definition_id, key

@@ -298,13 +298,17 @@ class UnitOfWork:
         holds = self.holds.writes(self.now)
         self._prepared = (steps, self.store.prepare_commit(steps, self.ledger, self.dead_letters, holds))
 
+    def writes_nothing(self) -> bool:
+        """Whether the commit has nothing to write (most batches of telemetry), once prepared."""
+        return self._prepared is not None and not (self._prepared[0] or self.ledger or self.dead_letters or self.holds.written)
+
     def commit(self) -> list[Step]:
         """Write everything in one transaction (preparing it first if need be); returns the steps written."""
         if self._prepared is None:
             self.prepare()
         assert self._prepared is not None
         steps, prepared = self._prepared
-        if steps or self.ledger or self.dead_letters or self.holds.written:
+        if not self.writes_nothing():
             keys = list(dict.fromkeys(c.idempotency_key for step in steps for c in step.commands if isinstance(c, RunAction)))
             claimer = self.claimer if keys else None
             if claimer is None:

@@ -134,11 +134,19 @@ def kept_offsets(definition, batch: list[IncomingMessage], active: set, carried:
         on_its_own.append(index)
         return (incoming.message(index), *screen.fused(incoming.values[index], incoming.keys[index]))
 
-    screened = ScreenedBatch(incoming, range(len(batch)), screens, screen_one)
-    kept, touched = screened.kept(active, carried)
-    # Only the hot readings are screened on their own; the cold ones in the loop over the batch.
-    assert on_its_own == [i for i, m in enumerate(batch) if orjson.loads(m.value)["fields"]["temp_c"] > 25]
-    return [m.coordinate.offset for m, *_ in kept], touched
+    answers = []
+    for keep_documents in (False, True):
+        on_its_own.clear()
+        screened = ScreenedBatch(incoming, range(len(batch)), screens, screen_one, keep_documents)
+        kept, touched = screened.kept(active, carried)
+        # Only the hot readings are screened on their own; the cold ones in the loop over the batch.
+        assert on_its_own == [i for i, m in enumerate(batch) if orjson.loads(m.value)["fields"]["temp_c"] > 25]
+        # A cold reading kept after all is what the fused step makes of it.
+        fused = screens["readings"].fused
+        assert [(m, document, entries, quiet) for m, document, entries, quiet in kept] == [(m, *fused(m.value, m.key)) for m, *_ in kept]
+        answers.append(([m.coordinate.offset for m, *_ in kept], touched))
+    assert answers[0] == answers[1]
+    return answers[0]
 
 
 def test_kept_are_what_an_active_carried_or_earlier_key_makes_matter() -> None:

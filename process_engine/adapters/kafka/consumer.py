@@ -5,7 +5,7 @@ dispatcher, then an offset commit (not waited for; a synchronous one goes before
 partitions move or the consumer closes). Batches are pipelined: while one
 batch's transaction commits on a thread of its own, the next batch is worked through
 on top of what that transaction writes, so Python and PostgreSQL work at the same
-time. If a transaction fails, the batch built on it is thrown away and both are
+time (a batch with nothing to write is done on the spot). If a transaction fails, the batch built on it is thrown away and both are
 handled again one after the other, the careful way. When the database is unreachable
 the assignment is paused (the consumer keeps polling so it stays in its group), the
 batch in hand is retried with backoff, and no offset moves until it commits.
@@ -116,7 +116,11 @@ def incoming_batch(messages: list[Message]) -> IncomingBatch:
 
 def last_offsets(messages: list[Message], topics: list[str]) -> dict[tuple[str, int], int]:
     """The last offset of each partition in a batch from one poll (a partition's messages come in order, so the last one written wins)."""
-    return dict(zip(zip(topics, map(Message.partition, messages)), map(Message.offset, messages)))
+    offsets = map(Message.offset, messages)
+    if topics and topics.count(topics[0]) == len(topics):  # one topic, the common case: no key tuple per message
+        topic = topics[0]
+        return {(topic, partition): offset for partition, offset in dict(zip(map(Message.partition, messages), offsets)).items()}
+    return dict(zip(zip(topics, map(Message.partition, messages)), offsets))
 
 
 def trace_headers(headers: list[tuple[str, bytes | None]]) -> tuple[str | None, str | None]:
@@ -258,7 +262,14 @@ class TriggerConsumer:
         landed = self._wait(flight)
         if prepared is not None and landed is not False:
             assert self._committer is not None
-            commit = self._committer.submit(self.dispatcher.commit_prepared, prepared)
+            if prepared.unit.writes_nothing():  # no IO to overlap: spare the hand-off to the committer thread
+                commit: Future[BatchResult] = Future()
+                try:
+                    commit.set_result(self.dispatcher.commit_prepared(prepared))
+                except Exception as error:
+                    commit.set_exception(error)
+            else:
+                commit = self._committer.submit(self.dispatcher.commit_prepared, prepared)
             self._in_flight = _InFlight(prepared, messages, commit, offsets)
         if flight is not None:
             self._settle(consumer, flight, landed, stop)  # offsets of the batch before, while this one commits
