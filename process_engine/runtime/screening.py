@@ -109,12 +109,13 @@ def quiet_scanner(definitions: Sequence[ProcessDefinition], limits: MessageLimit
     A message is quiet when `fast_screen` would vouch for it and find every outcome
     False: then only its keys matter (does one have an active instance?). Every other
     message is loud, and the caller takes it through `fast_screen` or the general
-    path, which decide it as before. None where `fast_screen` is None. Given a list
+    path, which decide it as before. None where `fast_screen` is None, or where a
+    definition has no condition (every message matches). Given a list
     (`documents`, one slot per message), the scan also leaves each quiet message's
     decoded document in its slot, for a batch where many of them will matter.
     """
-    if not _screenable(definitions):
-        return None
+    if not _screenable(definitions) or any(d.trigger.condition is None for d in definitions):
+        return None  # without a condition every message matches: none is quiet
     max_bytes, max_depth, loads = limits.max_bytes, limits.max_depth, orjson.loads
     shallow = 2 * max_depth + 1
     definition = definitions[0]
@@ -145,6 +146,8 @@ def quiet_scanner(definitions: Sequence[ProcessDefinition], limits: MessageLimit
                         outcome = True
                     if outcome:
                         loud.append(index)
+                        for column in columns:  # a loud message leaves no key: its own entry will name them
+                            column[index] = None
                         break
                     column[index] = key
                 else:

@@ -177,6 +177,7 @@ def test_the_quiet_scan_calls_quiet_only_what_the_fused_step_vouches_for_as_doin
         answer = fused(value, key)
         quiet_there = answer is not None and answer[2] is not None
         if index in loud:
+            assert all(column[index] is None for column in columns)  # its own entry names its keys
             continue  # screened again on its own, which is always right
         assert quiet_there, value  # never quiet where the fused step is not sure nothing happens
         _, entries, quiet = answer
@@ -187,9 +188,13 @@ def test_the_quiet_scan_calls_quiet_only_what_the_fused_step_vouches_for_as_doin
         assert [i for i in range(len(VALUES), len(values)) if i not in loud] == [i for i in range(len(VALUES), len(values)) if values[i] and i - len(VALUES) <= 25]
 
 
-def test_the_quiet_scan_takes_the_same_definitions_as_the_fused_step() -> None:
+def test_the_quiet_scan_takes_the_fused_steps_definitions_that_have_a_condition() -> None:
     for definitions in ([load_text(HOLDING)], [load_text(WATCH), load_text(HOLDING)], []):
         assert quiet_scanner(definitions, LIMITS) is None
+    every = load_text(WATCH.replace("hot-watch", "every").replace('condition: "fields.temp_c > 25", ', ""))
+    assert every.trigger.condition is None
+    assert fast_screen([every], LIMITS) is not None and quiet_scanner([every], LIMITS) is None
+    assert quiet_scanner([load_text(WATCH), every], LIMITS) is None  # every message matches it: none is quiet
 
 
 def test_a_comparison_is_followed_in_place_only_in_its_plain_shape() -> None:

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +88,7 @@ class ConsumerSettings:
 
 @dataclass
 class _InFlight:
-    """A prepared batch whose transaction is committing on the committer thread."""
+    """A prepared batch whose transaction is committing on the committer thread (or, writing nothing, is done already)."""
 
     prepared: PreparedBatch
     messages: list[Message]
@@ -114,7 +114,7 @@ def incoming_batch(messages: list[Message]) -> IncomingBatch:
                          lambda index: to_incoming(messages[index]))
 
 
-def last_offsets(messages: list[Message], topics: list[str]) -> dict[tuple[str, int], int]:
+def last_offsets(messages: list[Message], topics: Sequence[str]) -> dict[tuple[str, int], int]:
     """The last offset of each partition in a batch from one poll (a partition's messages come in order, so the last one written wins)."""
     offsets = map(Message.offset, messages)
     if topics and topics.count(topics[0]) == len(topics):  # one topic, the common case: no key tuple per message
