@@ -13,7 +13,7 @@ messages that may do something, building an IncomingMessage for those alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -284,7 +284,7 @@ class ScreenedBatch:
     def pairs(self) -> set[Pair]:
         """Every (definition id, key) pair the screened messages name."""
         if self._quiet_pairs is None:
-            self._quiet_pairs = {pair for group in self.groups for pair in _group_pairs(group)}
+            self._quiet_pairs = _quiet_pairs(self.groups)
         return self._quiet_pairs.union((definition.id, key) for _, _, entries, _ in self.full.values()
                                        for definition, key, _ in entries if key is not None)
 
@@ -297,7 +297,7 @@ class ScreenedBatch:
         """
         hot: set[Pair] = set()
         if active or carried:
-            quiet = self._quiet_pairs if self._quiet_pairs is not None else {pair for group in self.groups for pair in _group_pairs(group)}
+            quiet = self._quiet_pairs if self._quiet_pairs is not None else _quiet_pairs(self.groups)
             hot = {pair for pair in quiet if pair in active or pair in carried}
         if not hot and not self.full:  # most telemetry: nothing in the batch can do anything
             return [], set()
@@ -341,12 +341,14 @@ def _built(message: IncomingMessage, group: _QuietGroup, row: int) -> Entry:
     return message, document, entries, [(definition.id, key) for definition, key, _ in entries if key is not None]
 
 
-def _group_pairs(group: _QuietGroup) -> Iterator[Pair]:
-    for definition, column in zip(group.screen.definitions, group.columns):
-        definition_id = definition.id
-        for key in set(column):
-            if key is not None:
-                yield definition_id, key
+def _quiet_pairs(groups: Sequence[_QuietGroup]) -> set[Pair]:
+    """The (definition id, key) pairs the scanned messages name: a comprehension per column, no generator per pair."""
+    pairs: set[Pair] = set()
+    for group in groups:
+        for definition, column in zip(group.screen.definitions, group.columns):
+            definition_id = definition.id
+            pairs.update({(definition_id, key) for key in set(column) if key is not None})
+    return pairs
 
 
 def worth_asking(synced: PendingSync | None, wanted: list[Pair]) -> list[Pair]:
