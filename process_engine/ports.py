@@ -68,10 +68,6 @@ class IncomingBatch:
             built = self._built[index] = self._build(index)
         return built
 
-    def all(self) -> list[IncomingMessage]:
-        """Every message, in order."""
-        return [self.message(i) for i in range(len(self.values))]
-
 
 class Step(NamedTuple):
     """The outcome of one walker step for one instance, committed all or nothing.

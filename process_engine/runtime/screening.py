@@ -120,7 +120,7 @@ def quiet_scanner(definitions: Sequence[ProcessDefinition], limits: MessageLimit
     shallow = 2 * max_depth + 1
     definition = definitions[0]
     steps = definition.trigger.correlate.keys if definition.trigger.correlate is not None else None
-    compared = definition.trigger.condition.comparison() if definition.trigger.condition is not None else None
+    compared = definition.trigger.condition.comparison()
     if len(definitions) > 1 or not steps or compared is None or definition.condition_variables:
         checks = [(key_function(definition), screener(definition)) for definition in definitions]
 
@@ -250,7 +250,6 @@ class ScreenedBatch:
         when many quiet ones may matter (keys with active instances): they are not decoded twice."""
         self.batch, self.order = batch, order
         self.full: dict[int, Entry] = {}
-        self.groups: list[_QuietGroup] = []
         self._group_of: dict[str, _QuietGroup] = {}
         loud: list[int] = []
         topics = batch.topics
@@ -272,7 +271,6 @@ class ScreenedBatch:
             columns, rows = screen.scan(values, keys, documents)
             loud.extend(indices[row] for row in rows)
             group = _QuietGroup(screen, columns, None if whole else {i: r for r, i in enumerate(indices)}, documents)
-            self.groups.append(group)
             self._group_of[topic] = group
         for index in sorted(loud):  # in order: dead letters keep the batch's order
             entry = on_its_own(index, screens[topics[index]])
@@ -283,9 +281,7 @@ class ScreenedBatch:
 
     def pairs(self) -> set[Pair]:
         """Every (definition id, key) pair the screened messages name."""
-        if self._quiet_pairs is None:
-            self._quiet_pairs = _quiet_pairs(self.groups)
-        return self._quiet_pairs.union((definition.id, key) for _, _, entries, _ in self.full.values()
+        return self._quiet().union((definition.id, key) for _, _, entries, _ in self.full.values()
                                        for definition, key, _ in entries if key is not None)
 
     def kept(self, active: Collection[Pair], carried: Collection[Pair]) -> tuple[list[Entry], set[Pair]]:
@@ -297,8 +293,7 @@ class ScreenedBatch:
         """
         hot: set[Pair] = set()
         if active or carried:
-            quiet = self._quiet_pairs if self._quiet_pairs is not None else _quiet_pairs(self.groups)
-            hot = {pair for pair in quiet if pair in active or pair in carried}
+            hot = {pair for pair in self._quiet() if pair in active or pair in carried}
         if not hot and not self.full:  # most telemetry: nothing in the batch can do anything
             return [], set()
         kept: list[Entry] = []
@@ -330,6 +325,15 @@ class ScreenedBatch:
             touched.update((definition.id, key) for definition, key, _ in entry[2] if key is not None)
         return kept, touched
 
+    def _quiet(self) -> set[Pair]:
+        """The (definition id, key) pairs the scanned messages name, once per batch: a comprehension per column."""
+        if self._quiet_pairs is None:
+            self._quiet_pairs = set()
+            for group in self._group_of.values():
+                for definition, column in zip(group.screen.definitions, group.columns):
+                    definition_id = definition.id
+                    self._quiet_pairs.update({(definition_id, key) for key in set(column) if key is not None})
+        return self._quiet_pairs
 
 
 def _built(message: IncomingMessage, group: _QuietGroup, row: int) -> Entry:
@@ -339,16 +343,6 @@ def _built(message: IncomingMessage, group: _QuietGroup, row: int) -> Entry:
         document = orjson.loads(message.value)  # decoded once already, within the limits
     entries: list[Screened] = [(definition, column[row], False) for definition, column in zip(group.screen.definitions, group.columns)]
     return message, document, entries, [(definition.id, key) for definition, key, _ in entries if key is not None]
-
-
-def _quiet_pairs(groups: Sequence[_QuietGroup]) -> set[Pair]:
-    """The (definition id, key) pairs the scanned messages name: a comprehension per column, no generator per pair."""
-    pairs: set[Pair] = set()
-    for group in groups:
-        for definition, column in zip(group.screen.definitions, group.columns):
-            definition_id = definition.id
-            pairs.update({(definition_id, key) for key in set(column) if key is not None})
-    return pairs
 
 
 def worth_asking(synced: PendingSync | None, wanted: list[Pair]) -> list[Pair]:

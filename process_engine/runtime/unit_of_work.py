@@ -110,9 +110,8 @@ class UnitOfWork:
     def active_unknown(self, keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The pairs whose active instances this unit has not read yet."""
         known = self.stored_active
-        if not known:  # a fresh unit: every pair (most telemetry batches)
-            return list(keys if isinstance(keys, (set, frozenset)) else set(keys))
-        return [key for key in set(keys) if key not in known]
+        unique = keys if isinstance(keys, (set, frozenset)) else set(keys)
+        return [key for key in unique if key not in known] if known else list(unique)  # a fresh unit knows none
 
     def read_active(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[InstanceState]]:
         """`store.active_by_keys(keys)`, reading back in full only the instances this unit has no current copy of.
