@@ -8,10 +8,11 @@ LimitExceeded, an ExpressionError, so the walker fails only the instance at hand
 from __future__ import annotations
 
 import ast
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from process_engine.domain.errors import LimitExceeded
 
@@ -115,9 +116,12 @@ def check_variables(variables: Mapping[str, Any], new: Mapping[str, Any] | None 
     if new is not None and _measure(new, MAX_VARIABLES_JSON, 1) > MAX_VARIABLES_JSON:
         _refuse_variables()
     try:
-        size = len(json.dumps(variables, ensure_ascii=False, separators=(",", ":"), default=str))
-    except (TypeError, ValueError, RecursionError):  # keys JSON cannot hold, values nested too deep
+        encoded = orjson.dumps(variables, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except (TypeError, ValueError, RecursionError):  # integers past 64 bits, values nested too deep
         size = _measure(variables, MAX_VARIABLES_JSON, 1)
+    else:
+        # UTF-8 bytes are at least as many as characters: only a long one needs counting.
+        size = len(encoded) if len(encoded) <= MAX_VARIABLES_JSON else len(encoded.decode())
     if size > MAX_VARIABLES_JSON:
         _refuse_variables()
 

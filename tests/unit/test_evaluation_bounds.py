@@ -179,3 +179,16 @@ def test_bounded_checks_leave_ordinary_expressions_alone() -> None:
     assert expression.evaluate({"a": 1, "s": "x" * 1000}) == 1024 + len(str(["x" * 1000] * 2))
     assert compile_expression("2 ** 4095 > 0").evaluate({}) is True
     assert compile_expression("len('x' * 1048576)").evaluate({}) == 1048576
+
+
+def test_the_variables_limit_counts_characters_not_utf8_bytes() -> None:
+    wide = "é" * 200_000  # 400,000 bytes of UTF-8, 200,000 characters
+    limits.check_variables({"s": wide})
+    with pytest.raises(LimitExceeded, match="256 KiB"):
+        limits.check_variables({"s": wide + "é" * 100_000})
+
+
+def test_the_variables_limit_measures_what_the_encoder_will_not_take() -> None:
+    limits.check_variables({1: "a", None: 2.5, "n": 2**100})  # keys that are not text, an integer past 64 bits
+    with pytest.raises(LimitExceeded, match="256 KiB"):
+        limits.check_variables({"n": [2**100] * 20_000})

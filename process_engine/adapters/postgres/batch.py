@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
@@ -25,6 +25,7 @@ class BatchWrite:
     steps: int
     statements: list[Statement]
     copies: list[Copy]
+    leading: list[Copy] = field(default_factory=list)  # before the statements: rows they refer to
 
 _INSTANCE_COLUMNS = (
     "id",
@@ -80,14 +81,15 @@ _HOLD_COLUMNS = (
 )
 
 
-def batch_statements(plan: CommitPlan) -> list[Statement]:
-    """The statements that write `plan`, skipping tables with nothing to write.
+def batch_statements(plan: CommitPlan, instance_inserts: bool = True) -> list[Statement]:
+    """The statements that write `plan`, skipping tables with nothing to write
+    (and its new instances, without `instance_inserts`: they are copied first).
 
     Checks come first (version, consumed rows), then deletes, then inserts, so a
     timer consumed and re-scheduled in one batch is deleted before it is inserted.
     """
     candidates: list[Statement | None] = [
-        _instance_inserts(plan.inserts),
+        _instance_inserts(plan.inserts) if instance_inserts else None,
         _instance_updates(plan.updates),
         *_hold_statements(plan),
         _keys("consume_timers", "id", plan.consumed_timers),
@@ -108,7 +110,9 @@ def batch_write(plan: CommitPlan, steps: int) -> BatchWrite:
     pipeline and one round trip; a large one COPYs them after the statements.
     """
     if len(plan.history) + len(plan.ledger) > MAX_ROWS_WITHOUT_COPY:
-        return BatchWrite(steps, batch_statements(plan), batch_copies(plan))
+        leading = _instance_copy(plan)
+        statements = batch_statements(plan, instance_inserts=not leading)
+        return BatchWrite(steps, statements, batch_copies(plan), leading)
     small = [
         _columns("insert_history", plan.history, _HISTORY_COLUMNS),
         _columns("insert_ledger", plan.ledger, _LEDGER_COLUMNS),
@@ -142,6 +146,19 @@ def _columns(name: str, rows: Sequence[Any], columns: Sequence[str]) -> Statemen
 def _keys(name: str, parameter: str, keys: Sequence[str]) -> Statement | None:
     """A statement taking one array of keys."""
     return (query(name), {parameter: list(keys)}) if keys else None
+
+
+def _instance_copy(plan: CommitPlan) -> list[Copy]:
+    """Many new instances by COPY, formatted in C: as array parameters they are built in
+    Python element by element, the most of a large batch's statements. The timer and
+    outbox rows of the statements refer to them, so this COPY goes first."""
+    rows = plan.inserts
+    if len(rows) <= MAX_ROWS_WITHOUT_COPY or any(row.started_at is None for row in rows):
+        return []  # a start time left to the database's now(): the statement has it
+    return [(query("copy_instances"), [(*_instance_values(row), row.new_version) for row in rows])]
+
+
+_instance_values = attrgetter(*_INSTANCE_COLUMNS)
 
 
 def _instance_inserts(rows: Sequence[InstanceRow]) -> Statement | None:

@@ -28,6 +28,13 @@ FROM unnest(
 ) AS r(id, definition_id, definition_version, status, variables, state,
        current_activity, correlation_key, error, started_at, completed_at, version)
 
+-- name: copy_instances
+-- A large batch's new instances (the statement above for a few): text COPY, formatted in C.
+COPY process_instances (
+    id, definition_id, definition_version, status, variables, state,
+    current_activity, correlation_key, error, started_at, completed_at, version
+) FROM STDIN
+
 -- name: update_instances
 -- Optimistic concurrency for the whole batch in one statement: rows whose version
 -- moved on are not updated, and the first of them raises a conflict (PE409).

@@ -14,7 +14,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from process_engine.adapters.postgres.batch import BatchWrite, batch_write
+from process_engine.adapters.postgres.batch import BatchWrite, Copy, batch_write
 from process_engine.adapters.postgres.errors import translated
 from process_engine.adapters.postgres.queries import query
 from process_engine.domain.errors import StoreError
@@ -125,8 +125,8 @@ class PostgresInstanceStore:
 
     def commit_prepared(self, prepared: BatchWrite, claim: ActionClaim | None = None) -> list[PendingAction]:
         """Run a prepared batch's statements and COPYs in one transaction; with `claim`, lease its rows last."""
-        statements, copies = prepared.statements, prepared.copies
-        if not (statements or copies):
+        statements, copies, leading = prepared.statements, prepared.copies, prepared.leading
+        if not (statements or copies or leading):
             return []
         what = f"committing {prepared.steps} step(s)"
         claiming = claim is not None and bool(claim.keys)
@@ -134,7 +134,7 @@ class PostgresInstanceStore:
             require_aware(claim.now, "claim time")
         with translated(what, unique_is_conflict=True), self._connection() as conn:
             claims = conn.cursor(row_factory=dict_row)
-            if not copies:
+            if not (copies or leading):
                 with _one_round_trip(conn):
                     cursor = conn.cursor()
                     for sql, params in statements:
@@ -144,14 +144,12 @@ class PostgresInstanceStore:
             else:
                 with conn.transaction():
                     cursor = conn.cursor()
+                    _copy(cursor, leading)
                     if statements:
                         with conn.pipeline():
                             for sql, params in statements:
                                 cursor.execute(sql, params)
-                    for sql, rows in copies:
-                        with cursor.copy(sql) as copy:
-                            for row in rows:
-                                copy.write_row(row)
+                    _copy(cursor, copies)
                     if claiming:
                         claims.execute(query("claim_committed_actions"), _claim_params(claim))
             return _pending_actions(claims.fetchall()) if claiming else []
@@ -355,6 +353,13 @@ def _pending_actions(rows: list[dict[str, Any]]) -> list[PendingAction]:
     """Claimed outbox rows, oldest first."""
     actions = [PendingAction(**row) for row in rows]
     return sorted(actions, key=lambda action: (action.created_at, action.idempotency_key))
+
+
+def _copy(cursor: psycopg.Cursor[Any], copies: Sequence[Copy]) -> None:
+    for sql, rows in copies:
+        with cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 @contextmanager
