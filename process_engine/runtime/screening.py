@@ -22,6 +22,7 @@ from process_engine.domain.definition import ProcessDefinition
 from process_engine.engine.triggers import key_function, screen, screener
 from process_engine.ports import IncomingBatch, IncomingMessage, PendingSync
 from process_engine.runtime.message_decoding import MessageLimits
+from process_engine.runtime.quiet_scan import path_scan
 
 # A definition, the message's key for it, and its condition's outcome: True or False,
 # the error it raised, or None for a windowed definition (matched with its window state).
@@ -99,7 +100,6 @@ def _screenable(definitions: Sequence[ProcessDefinition]) -> bool:
 # the indices of the messages it cannot call quiet, in order.
 QuietScan = tuple[list[list[str | None]], list[int]]
 Scan = Callable[[Sequence[bytes | None], Sequence[bytes | None], "list[dict[str, Any] | None] | None"], QuietScan]
-_ABSENT = object()
 
 
 def quiet_scanner(definitions: Sequence[ProcessDefinition], limits: MessageLimits
@@ -121,95 +121,46 @@ def quiet_scanner(definitions: Sequence[ProcessDefinition], limits: MessageLimit
     definition = definitions[0]
     steps = definition.trigger.correlate.keys if definition.trigger.correlate is not None else None
     compared = definition.trigger.condition.comparison()
-    if len(definitions) > 1 or not steps or compared is None or definition.condition_variables:
-        checks = [(key_function(definition), screener(definition)) for definition in definitions]
+    if len(definitions) == 1 and steps and compared is not None and not definition.condition_variables:
+        # The commonest shape: a loop written for its paths (quiet_scan), as key_function and
+        # screener follow them; anything they would hand to the general code makes the message loud.
+        written = path_scan(steps, compared[0], compared[1], compared[2], max_bytes, max_depth)
+        if written is not None:
+            return written
+    checks = [(key_function(definition), screener(definition)) for definition in definitions]
 
-        def scan(values: Sequence[bytes | None], message_keys: Sequence[bytes | None], documents: list[dict[str, Any] | None] | None = None) -> QuietScan:
-            columns: list[list[str | None]] = [[None] * len(values) for _ in checks]
-            loud: list[int] = []
-            for index, value in enumerate(values):
-                if value is None or len(value) > max_bytes:
-                    loud.append(index)
-                    continue
-                try:
-                    document = loads(value)
-                except ValueError:
-                    loud.append(index)
-                    continue
-                if type(document) is not dict or (len(value) > shallow and value.count(b"{") + value.count(b"[") > max_depth):
-                    loud.append(index)
-                    continue
-                for column, (key_of, check) in zip(columns, checks):
-                    try:
-                        key, outcome = key_of(document, message_keys[index]), check(document)
-                    except Exception:
-                        outcome = True
-                    if outcome:
-                        loud.append(index)
-                        for column in columns:  # a loud message leaves no key: its own entry will name them
-                            column[index] = None
-                        break
-                    column[index] = key
-                else:
-                    if documents is not None:
-                        documents[index] = document
-            return columns, loud
-
-        return scan
-    # The commonest shape, one definition keyed by a path with a `path <op> constant`
-    # condition: both paths followed inline, as key_function and screener follow them;
-    # anything they would hand to the general code makes the message loud.
-    path, compare, constant = compared
-
-    def scan_one(values: Sequence[bytes | None], message_keys: Sequence[bytes | None], documents: list[dict[str, Any] | None] | None = None) -> QuietScan:
-        column: list[str | None] = []
+    def scan(values: Sequence[bytes | None], message_keys: Sequence[bytes | None], documents: list[dict[str, Any] | None] | None = None) -> QuietScan:
+        columns: list[list[str | None]] = [[None] * len(values) for _ in checks]
         loud: list[int] = []
-        keep = column.append
         for index, value in enumerate(values):
             if value is None or len(value) > max_bytes:
-                keep(None)
                 loud.append(index)
                 continue
             try:
                 document = loads(value)
             except ValueError:
-                keep(None)
                 loud.append(index)
                 continue
             if type(document) is not dict or (len(value) > shallow and value.count(b"{") + value.count(b"[") > max_depth):
-                keep(None)
                 loud.append(index)
                 continue
-            key: Any = document
-            for step in steps:
-                if type(key) is not dict:
-                    key = document  # off the path: not text
+            for column, (key_of, check) in zip(columns, checks):
+                try:
+                    key, outcome = key_of(document, message_keys[index]), check(document)
+                except Exception:
+                    outcome = True
+                if outcome:
+                    loud.append(index)
+                    for column in columns:  # a loud message leaves no key: its own entry will name them
+                        column[index] = None
                     break
-                key = key.get(step, _ABSENT)
-                if key is _ABSENT:
-                    break
-            read: Any = document
-            for step in path:
-                if type(read) is not dict:
-                    read = _ABSENT
-                    break
-                read = read.get(step, _ABSENT)
-                if read is _ABSENT:
-                    break
-            try:
-                hot = read is _ABSENT or (key is not _ABSENT and type(key) is not str) or compare(read, constant)
-            except Exception:
-                hot = True
-            if hot:
-                keep(None)
-                loud.append(index)
+                column[index] = key
             else:
-                keep(None if key is _ABSENT else key)
                 if documents is not None:
                     documents[index] = document
-        return [column], loud
+        return columns, loud
 
-    return scan_one
+    return scan
 
 
 Entry = tuple[IncomingMessage, dict[str, Any], list[Screened], list[Pair] | None]  # a message screened on its own
