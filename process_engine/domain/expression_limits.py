@@ -8,6 +8,7 @@ LimitExceeded, an ExpressionError, so the walker fails only the instance at hand
 from __future__ import annotations
 
 import ast
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -117,8 +118,11 @@ def check_variables(variables: Mapping[str, Any], new: Mapping[str, Any] | None 
         _refuse_variables()
     try:
         encoded = orjson.dumps(variables, default=str, option=orjson.OPT_NON_STR_KEYS)
-    except (TypeError, ValueError, RecursionError):  # integers past 64 bits, values nested too deep
-        size = _measure(variables, MAX_VARIABLES_JSON, 1)
+    except TypeError:  # integers past 64 bits, nesting past 255: the stdlib encoder takes them, escaping as stored
+        try:
+            size = len(json.dumps(variables, ensure_ascii=False, separators=(",", ":"), default=str))
+        except (TypeError, ValueError, RecursionError):  # values nested too deep even for it
+            size = _measure(variables, MAX_VARIABLES_JSON, 1)
     else:
         # UTF-8 bytes are at least as many as characters: only a long one needs counting.
         size = len(encoded) if len(encoded) <= MAX_VARIABLES_JSON else len(encoded.decode())

@@ -23,6 +23,9 @@ from typing import Any
 
 import orjson
 
+# Each step nests the source two levels deeper, and the compiler refuses about a hundred:
+# longer paths (rare) take the general scan.
+MAX_STEPS = 16
 _SYMBOLS = {operator.gt: ">", operator.ge: ">=", operator.lt: "<", operator.le: "<=", operator.eq: "==", operator.ne: "!="}
 
 # A message is quiet when it decodes within the limits to an object, its key (when the
@@ -86,13 +89,13 @@ def _walk(target: str, names: Sequence[str], off_path: str, depth: int = 2) -> s
     return "\n".join("    " * depth + line for line in lines)
 
 
-@functools.lru_cache(maxsize=256)  # a batch asks for its topics' screens: the source is compiled once per definition
+@functools.lru_cache(maxsize=1024)  # a batch asks for its topics' screens: the source is compiled once per definition
 def path_scan(key_steps: tuple[Any, ...], path: tuple[Any, ...], compare: Callable[[Any, Any], Any], constant: Any,
               max_bytes: int, max_depth: int) -> Callable[..., tuple[list[list[str | None]], list[int]]] | None:
     """The scan of one definition keyed by `key_steps` (one or more) with the condition `path <compare> constant`; None for an
     operator that is not one of the six comparisons."""
     symbol = _SYMBOLS.get(compare)
-    if symbol is None or not key_steps:
+    if symbol is None or not key_steps or len(key_steps) > MAX_STEPS or len(path) > MAX_STEPS:
         return None
     namespace: dict[str, Any] = {
         "ABSENT": object(), "loads": orjson.loads, "constant": constant, "max_bytes": max_bytes,

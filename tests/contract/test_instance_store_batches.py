@@ -34,5 +34,9 @@ def test_many_new_instances_in_one_batch_read_back_with_their_timers_and_actions
     assert len(store.claim_due_timers(T0 + timedelta(days=1), count + 10, 30)) == count
     assert sorted(a.config["message"] for a in store.claim_actions(T0, count + 10, 30)) == sorted(odd[n % 3] for n in range(count))
     with pytest.raises(ConcurrencyConflict):  # one id already stored: the whole batch is refused
-        store.commit([Step(instance(), None) for _ in range(count - 1)] + [Step(states[0], None)])
+        store.commit([Step(instance(), None, (started(),)) for _ in range(count - 1)] + [Step(states[0], None, (started(),))])
     assert len(store.find_instances(InstanceQuery(limit=1000))) == count
+    # Instances without a start time are given the commit's (PostgreSQL: the statement, not the COPY).
+    undated = [instance(started_at=None) for _ in range(count)]
+    store.commit([Step(state, None, (started(),)) for state in undated])
+    assert all(store.load(state.id).started_at is not None for state in undated)

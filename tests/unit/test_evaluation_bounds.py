@@ -192,3 +192,9 @@ def test_the_variables_limit_measures_what_the_encoder_will_not_take() -> None:
     limits.check_variables({1: "a", None: 2.5, "n": 2**100})  # keys that are not text, an integer past 64 bits
     with pytest.raises(LimitExceeded, match="256 KiB"):
         limits.check_variables({"n": [2**100] * 20_000})
+    with pytest.raises(LimitExceeded, match="256 KiB"):  # escaped as it is stored: six characters each
+        limits.check_variables({"n": 2**64, "s": "\x01" * 50_000})
+    deep: list = []
+    for _ in range(99):
+        deep = [deep]
+    limits.check_variables({"deep": deep})  # past what orjson nests, within the limit of 100

@@ -8,8 +8,12 @@ import orjson
 import pytest
 
 from process_engine.adapters.definitions.yaml_loader import load_text
+from process_engine.adapters.memory.store import MemoryInstanceStore
+from process_engine.ports import IncomingMessage, InstanceQuery, MessageCoordinate
 from process_engine.runtime.message_decoding import MessageLimits
+from process_engine.runtime.messages import MessageDispatcher
 from process_engine.runtime.quiet_scan import path_scan
+from process_engine.runtime.registry import DefinitionRegistry
 from process_engine.runtime.screening import fast_screen, quiet_scanner
 from tests.unit.test_fast_screen import VALUES
 
@@ -88,3 +92,27 @@ def test_a_definitions_text_is_data_to_the_written_loop() -> None:
 def test_an_operator_the_loop_cannot_write_is_left_to_the_general_scan() -> None:
     assert path_scan(("id",), ("x",), operator.is_, 1, 4096, 8) is None
     assert path_scan((), ("x",), operator.gt, 1, 4096, 8) is None
+
+
+@pytest.mark.parametrize("steps", [16, 17, 60])
+def test_a_long_key_path_is_scanned_and_its_hot_readings_start_instances(steps: int) -> None:
+    keys = ["k"] * (steps - 1)
+    definition = load_text(DEFINITION.format(condition="fields.temp_c > 25", correlate=".".join(["tags", *keys])))
+    scan = quiet_scanner([definition], LIMITS)
+    assert scan is not None and (scan.__code__.co_filename == "<quiet scan>") == (steps <= 16)  # longer: the general scan
+
+    def tags(device: str) -> object:
+        value: object = device
+        for key in reversed(keys):
+            value = {key: value}
+        return value
+
+    store = MemoryInstanceStore()
+    registry = DefinitionRegistry(store)
+    registry.activate([definition])
+    dispatcher = MessageDispatcher(store, registry, limits=MessageLimits(max_bytes=65536, max_depth=80))
+    messages = [IncomingMessage(MessageCoordinate("readings", 0, n), orjson.dumps({"tags": tags(f"hp-{n}"), "fields": {"temp_c": t}}))
+                for n, t in enumerate([20, 30, 21, 40])]
+    result = dispatcher.handle_batch(messages)
+    assert (len(result.started), result.dead_lettered) == (2, 0)
+    assert sorted(i.correlation_key for i in store.find_instances(InstanceQuery())) == ["hp-1", "hp-3"]
