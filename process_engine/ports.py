@@ -7,7 +7,7 @@ dataclass costs three times as much to build.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -318,13 +318,22 @@ class InstanceStore(Protocol):
         """When the earliest hold becomes claimable."""
 
 
-PairFilter = Callable[[Sequence[tuple[str, str]]], list[tuple[str, str]]]
+class KeyFilter(Protocol):
+    """The answer of an active-key sync: which pairs, or which keys of one definition, may have an active instance."""
+
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (definition id, key) pairs, of these, that may have one."""
+
+    def keys(self, definition_id: str, keys: Collection[str]) -> list[str]:
+        """The keys, of these of one definition, that may have one: a batch's keys without a pair built for each."""
+
+
 
 
 class PendingSync(Protocol):
     """An `ActiveKeys.start_sync` under way: `result` gives its filter (once it has caught up); `close` lets it go."""
 
-    def result(self, timeout: float | None = None) -> PairFilter:
+    def result(self, timeout: float | None = None) -> KeyFilter:
         """The filter of `possibly_active`, valid from the start of the sync on (raises when it cannot be had)."""
 
     def close(self) -> None:
@@ -334,10 +343,10 @@ class PendingSync(Protocol):
 class AnsweredSync:
     """A sync with its answer already in hand."""
 
-    def __init__(self, answer: PairFilter):
+    def __init__(self, answer: KeyFilter):
         self.answer = answer
 
-    def result(self, timeout: float | None = None) -> PairFilter:
+    def result(self, timeout: float | None = None) -> KeyFilter:
         """The filter."""
         return self.answer
 
@@ -353,7 +362,7 @@ class ActiveKeys(Protocol):
     that have none any more; those are looked up in the store as before.
     """
 
-    def sync(self) -> Callable[[Sequence[tuple[str, str]]], list[tuple[str, str]]]:
+    def sync(self) -> KeyFilter:
         """Catch up with every commit finished before this call; returns the filter of `possibly_active`, valid from now on."""
 
     def start_sync(self) -> PendingSync:

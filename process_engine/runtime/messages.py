@@ -222,14 +222,14 @@ class MessageDispatcher:
                 screened = ScreenedBatch(batch, self._fresh(unit, batch, marks, poisoned, result), screens,
                                          lambda index, screen: self._on_its_own(unit, batch.message(index), screen, result),
                                          keep_documents=bool(unit.known or unit.carried))  # the batch before read active instances
-                wanted = unit.active_unknown(screened.pairs())
+                known = unit.stored_active
                 # One query for the active instances of the keys the index cannot rule out (for
                 # telemetry, mostly none); the messages that then provably do nothing are left out.
-                asked = sorted(worth_asking(synced, wanted))
+                asked = sorted(worth_asking(synced, screened.key_sets(), known))
                 found = unit.read_active(asked) if asked else {}
                 kept, touched = screened.kept({pair for pair, states in found.items() if states}, unit.carried_keys)
-                if kept:
-                    unit.adopt_active([pair for pair in wanted if pair in touched], found)
+                if kept:  # what the index ruled out is known to have none
+                    unit.adopt_active([pair for pair in touched if pair not in known], found)
                     unit.holds.prefetch(touched)  # the same for the keys of definitions with hold rules
                 for message, document, entries, _ in kept:
                     self._message(unit, message, document, entries, result)

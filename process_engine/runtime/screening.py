@@ -230,10 +230,23 @@ class ScreenedBatch:
         self._loud = set(loud)
         self._quiet_pairs: set[Pair] | None = None
 
-    def pairs(self) -> set[Pair]:
-        """Every (definition id, key) pair the screened messages name."""
-        return self._quiet().union((definition.id, key) for _, _, entries, _ in self.full.values()
-                                       for definition, key, _ in entries if key is not None)
+    def key_sets(self) -> dict[str, set[str]]:
+        """Every key the screened messages name, per definition id: a set per column, made in C, and no pair per key."""
+        sets: dict[str, set[str]] = {}
+        for group in self._group_of.values():
+            for definition, column in zip(group.screen.definitions, group.columns):
+                keys = set(column)
+                keys.discard(None)
+                held = sets.get(definition.id)
+                if held is None:
+                    sets[definition.id] = keys
+                else:
+                    held |= keys
+        for _, _, entries, _ in self.full.values():
+            for definition, key, _ in entries:
+                if key is not None:
+                    sets.setdefault(definition.id, set()).add(key)
+        return sets
 
     def kept(self, active: Collection[Pair], carried: Collection[Pair]) -> tuple[list[Entry], set[Pair]]:
         """The messages that may do something, in order, and the pairs they name; the others provably do nothing.
@@ -296,12 +309,15 @@ def _built(message: IncomingMessage, group: _QuietGroup, row: int) -> Entry:
     return message, document, entries, [(definition.id, key) for definition, key, _ in entries if key is not None]
 
 
-def worth_asking(synced: PendingSync | None, wanted: list[Pair]) -> list[Pair]:
-    """The pairs worth a query: those the active-key index, synced since the batch was polled, cannot rule out."""
-    if synced is None or not wanted:
-        return wanted
-    try:
-        return synced.result(SYNC_WAIT_SECONDS)(wanted)
-    except Exception as error:  # TimeoutError too: the index is only a shortcut, so a stuck sync holds up no batch
-        log.debug("active-key index unusable (%s: %s); querying every key", type(error).__name__, error)
-        return wanted
+def worth_asking(synced: PendingSync | None, key_sets: Mapping[str, Collection[str]], known: Collection[Pair]) -> list[Pair]:
+    """The pairs worth a query: of `key_sets` (keys per definition id), those the active-key index, synced since
+    the batch was polled, cannot rule out, and that are not `known` (the unit has read them)."""
+    possible: Mapping[str, Collection[str]] = key_sets
+    if synced is not None and key_sets:
+        try:
+            answer = synced.result(SYNC_WAIT_SECONDS)
+            possible = {definition_id: answer.keys(definition_id, keys) for definition_id, keys in key_sets.items()}
+        except Exception as error:  # TimeoutError too: the index is only a shortcut, so a stuck sync holds up no batch
+            log.debug("active-key index unusable (%s: %s); querying every key", type(error).__name__, error)
+    pairs = [(definition_id, key) for definition_id, keys in possible.items() for key in keys]
+    return [pair for pair in pairs if pair not in known] if known else pairs

@@ -181,3 +181,30 @@ def test_closing_while_a_sync_is_never_read_does_not_hang(subject: Subject) -> N
     index.close()
     assert time.monotonic() - began < 10
     assert index.possibly_active([("flow", "before-start")]) == [("flow", "before-start")]  # closed: "maybe" for every pair
+
+
+def test_a_syncs_answer_tells_one_definitions_keys_apart_as_it_does_pairs(subject: Subject) -> None:
+    subject.store.save_definition(StoredDefinition("other", 0, "Other", {"activities": []}, "hash-o"))
+    subject.store.commit([Step(instance(correlation_key="hp-1"), None), Step(instance(definition_id="other", correlation_key="hp-2"), None)])
+    answer = subject.index.start_sync().result(5)
+    keys = {"hp-1", "hp-2", "before-start", "never", "x" * 5000}
+    assert sorted(answer.keys("flow", keys)) == ["before-start", "hp-1"]
+    assert answer.keys("other", keys) == ["hp-2"]
+    assert answer.keys("unknown", keys) == [] and answer.keys("flow", set()) == []
+    subject.store.commit([Step(instance(correlation_key="later"), None)])  # the answer reads the index as it is when used
+    assert subject.index.sync().keys("flow", {"later", "never"}) == ["later"]
+
+
+@pytest.mark.parametrize("subject", ["postgres"], indirect=True)  # only a server can stop answering
+def test_an_answer_that_cannot_be_had_lets_every_key_through(subject: Subject) -> None:
+    import os
+    import signal
+
+    index = subject.index
+    assert isinstance(index, PostgresActiveKeys) and index._conn is not None
+    pid = index._conn.info.backend_pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert sorted(index.start_sync().result(0.5).keys("flow", {"a", "b"})) == ["a", "b"]
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 
 from process_engine.adapters.memory.store import MemoryInstanceStore
-from process_engine.ports import AnsweredSync
+from process_engine.ports import AnsweredSync, KeyFilter
 
 
 class MemoryActiveKeys:
@@ -14,9 +14,9 @@ class MemoryActiveKeys:
     def __init__(self, store: MemoryInstanceStore):
         self.store = store
 
-    def sync(self) -> Callable[[Sequence[tuple[str, str]]], list[tuple[str, str]]]:
+    def sync(self) -> KeyFilter:
         """Nothing to catch up on: the filter reads the store when it is used."""
-        return self.possibly_active
+        return self
 
     def start_sync(self) -> AnsweredSync:
         """`sync`, answered at once."""
@@ -26,6 +26,12 @@ class MemoryActiveKeys:
         """The pairs with an active instance now."""
         found = self.store.active_by_keys(pairs)
         return [pair for pair in pairs if pair in found]
+
+    __call__ = possibly_active  # the filter a sync answers with
+
+    def keys(self, definition_id: str, keys: Collection[str]) -> list[str]:
+        """The keys, of these of one definition, with an active instance now."""
+        return [key for _, key in self.possibly_active([(definition_id, key) for key in keys])]
 
     def close(self) -> None:
         """Nothing to release."""

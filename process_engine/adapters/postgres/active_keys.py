@@ -24,14 +24,14 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 
 import orjson
 import psycopg
 from psycopg import pq
 
 from process_engine.adapters.postgres.queries import query
-from process_engine.ports import AnsweredSync
+from process_engine.ports import AnsweredSync, KeyFilter
 
 log = logging.getLogger(__name__)
 CHANNEL = "process_engine_active_keys"
@@ -39,9 +39,40 @@ Pair = tuple[str, str]
 SYNC_READ_SECONDS = 2.0  # the longest a pending sync is waited for when its caller gives no timeout
 
 
-def _every_pair(pairs: Sequence[Pair]) -> list[Pair]:
+class _EveryPair:
     """The filter of an index that cannot be trusted now: every pair may be active."""
-    return list(pairs)
+
+    def __call__(self, pairs: Sequence[Pair]) -> list[Pair]:
+        return list(pairs)
+
+    def keys(self, definition_id: str, keys: Collection[str]) -> list[str]:
+        """Every key."""
+        return list(keys)
+
+
+_every_pair = _EveryPair()
+
+
+class _Possible:
+    """The filter of an index that has caught up: the pairs whose key's hash it holds for their definition.
+
+    It reads the index's sets as they are when it is used, which only grow between
+    re-reads (and a re-read covers what it replaces), so it stays right after later commits.
+    """
+
+    def __init__(self, index: PostgresActiveKeys):
+        self.index = index
+
+    def __call__(self, pairs: Sequence[Pair]) -> list[Pair]:
+        by_definition = self.index._keys
+        return [pair for pair in pairs if hash(pair[1]) in by_definition.get(pair[0], ())]
+
+    def keys(self, definition_id: str, keys: Collection[str]) -> list[str]:
+        """The keys, of one definition's, that may have an active instance: most telemetry has none, told in C."""
+        held = self.index._keys.get(definition_id)
+        if not held or held.isdisjoint(map(hash, keys)):
+            return []
+        return [key for key in keys if hash(key) in held]
 
 
 def _wait(fd: int, events: int, deadline: float, seconds: float = SYNC_READ_SECONDS) -> None:
@@ -58,15 +89,15 @@ class PendingSync:
 
     def __init__(self, index: PostgresActiveKeys, conn: psycopg.Connection, number: int):
         self.index, self.conn, self.number = index, conn, number
-        self.answer: Callable[[Sequence[Pair]], list[Pair]] | None = None
+        self.answer: KeyFilter | None = None
 
-    def result(self, timeout: float | None = None) -> Callable[[Sequence[Pair]], list[Pair]]:
+    def result(self, timeout: float | None = None) -> KeyFilter:
         """Read the answer (waiting up to `timeout` seconds for it) and every notice before it; returns the filter.
 
         A connection that does not answer in time is dropped, and the filter lets every pair through.
         """
         if self.answer is None:
-            answer = _every_pair
+            answer: KeyFilter = _every_pair
             try:
                 if self.index._finish(self.conn, self.number, timeout):
                     answer = self.index._possible
@@ -89,8 +120,11 @@ class PostgresActiveKeys:
         self.reload_interval = reload_interval  # seconds between re-reads that drop keys no longer active
         self.retry_delay = retry_delay  # seconds between attempts to reconnect
         self.drain_interval = drain_interval  # an idle index reads its notices this often
-        self._keys: set[int] = set()  # hashes: a collision only answers "maybe"
-        self._loading: set[int] | None = None  # notices read while a load runs, added to its result
+        # The hashes of the keys per definition id: a collision only answers "maybe", and a
+        # batch's keys of one definition are told apart from the index's with one set operation.
+        self._keys: dict[str, set[int]] = {}
+        self._loading: list[Pair] | None = None  # notices read while a load runs, added to its result
+        self._possible = _Possible(self)
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()  # the connection: one sync, load or drain at a time
         self._ready = threading.Event()
@@ -114,7 +148,7 @@ class PostgresActiveKeys:
         """Wait until the index has loaded; False if it has not within `timeout` seconds."""
         return self._ready.wait(timeout)
 
-    def sync(self) -> Callable[[Sequence[Pair]], list[Pair]]:
+    def sync(self) -> KeyFilter:
         """Read every notice of a commit finished before this call; returns the filter that may then be used.
 
         The filter keeps the pairs that may have an active instance (every pair, when
@@ -182,10 +216,6 @@ class PostgresActiveKeys:
         """The pairs that may have an active instance, every commit finished before this call counted."""
         return self.sync()(pairs) if pairs else []
 
-    def _possible(self, pairs: Sequence[Pair]) -> list[Pair]:
-        keys = self._keys
-        return [pair for pair in pairs if hash(pair) in keys]
-
     def close(self) -> None:
         """Stop listening and close the connection, once a batch that holds it lets it go (at most a few seconds)."""
         self._stop.set()
@@ -205,14 +235,17 @@ class PostgresActiveKeys:
     def _load(self, conn: psycopg.Connection) -> None:
         """Re-read every active key; notices read meanwhile join the new set."""
         self._reload = False
-        self._loading = set()
+        self._loading = []
         try:
             rows = conn.execute(query("active_keys")).fetchall()
-            self._keys = {hash((definition_id, key)) for definition_id, key in rows} | self._loading
+            keys: dict[str, set[int]] = {}
+            for definition_id, key in [*rows, *self._loading]:
+                keys.setdefault(definition_id, set()).add(hash(key))
+            self._keys = keys
         finally:
             self._loading = None
         self._loaded = time.monotonic()
-        log.debug("active-key index loaded: %d key(s)", len(self._keys))
+        log.debug("active-key index loaded: %d key(s)", sum(map(len, self._keys.values())))
 
     def _notice(self, notice: psycopg.Notify) -> None:
         """Apply one notice (psycopg's notify handler, called while the lock's holder reads)."""
@@ -226,14 +259,16 @@ class PostgresActiveKeys:
             self._reload = True
             return
         try:  # anyone may NOTIFY the channel: what cannot be read is made up for by a re-read
-            added = {hash((definition_id, key)) for definition_id, key in orjson.loads(payload)}
+            added = [(str(definition_id), key, hash(key)) for definition_id, key in orjson.loads(payload)]
         except (ValueError, TypeError):
             log.warning("active-key notice not understood (%r); re-reading every active key", payload[:100])
             self._reload = True
             return
-        self._keys |= added
+        keys = self._keys
+        for definition_id, key, hashed in added:
+            keys.setdefault(definition_id, set()).add(hashed)
         if self._loading is not None:
-            self._loading |= added
+            self._loading.extend((definition_id, key) for definition_id, key, _ in added)
 
     def _lost(self, conn: psycopg.Connection, error: Exception) -> None:
         log.warning("active-key index lost its database connection (%s); batches query the store until it is back", error)
