@@ -41,6 +41,8 @@ _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=Fa
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _INSERTED = "inserted"
+_dumps = orjson.dumps
+_row = tuple.__new__
 _DELETED = "deleted"
 
 
@@ -244,7 +246,8 @@ class _Planner:
             self._consume_timer(step.consumed_timer)
         if step.consumed_action is not None:
             self._consume_action(step.consumed_action)
-        # History rows are most of a batch's rows: made here, without a call per row.
+        # History rows are most of a batch's rows: made here, without a call per row (to_json_text's
+        # fast path inline, the row a plain tuple.__new__: a NamedTuple's own __new__ is Python).
         history, new_id, times = self.plan.history, self._new_id, self._times
         correlation_id, causation_id = step.correlation_id, step.causation_id
         trace = step.instance.trace
@@ -253,21 +256,21 @@ class _Planner:
             if type(command) is not RecordHistory:
                 self._add_command(instance_id, step, command)
                 continue
-            data = command.data
-            if command.event_type == ACTION_REQUESTED:
-                data = redacted(data)
+            activity_id, event_type, at, data, message = command
             if data is not None:
-                data = to_json_text(data, lambda: f"history data of {command.event_type}")
-            at = command.at
+                if event_type == ACTION_REQUESTED:
+                    data = redacted(data)
+                try:
+                    data = _dumps(data, option=_ORJSON_OPTIONS).decode()
+                except TypeError:
+                    data = to_json_text(data, f"history data of {event_type}")
+                if "\\u0000" in data:
+                    raise StoreError(f"history data of {event_type} contains a NUL character, which jsonb cannot store")
             text = times.get(at)
             if text is None:
                 text = times[at] = require_aware(at, "history timestamp").isoformat(timespec="microseconds")
-            history.append(
-                HistoryRow(
-                    new_id(), instance_id, command.activity_id, command.event_type, text, data,
-                    command.message, correlation_id, causation_id, trace_id,
-                )
-            )
+            history.append(_row(HistoryRow, (new_id(), instance_id, activity_id, event_type, text, data,
+                                             message, correlation_id, causation_id, trace_id)))
 
     def add_ledger(self, entry: LedgerEntry) -> None:
         """Plan one trigger-ledger row; the same message twice in a batch is a conflict."""

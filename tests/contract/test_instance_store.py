@@ -179,6 +179,10 @@ def test_values_that_are_not_json_or_naive_times_are_refused(store: InstanceStor
         store.commit([Step(instance(id="instance-1"), None)])
     with pytest.raises(StoreError, match="NUL"):
         store.commit([Step(instance(correlation_key="hp\x00x"), None)])
+    with pytest.raises(StoreError, match="history data of note contains a NUL"):
+        store.commit([Step(instance(), None, (RecordHistory("a", "note", T0, {"text": "a\x00b"}),))])
+    with pytest.raises(StoreError, match="history data of note is not JSON"):
+        store.commit([Step(instance(), None, (RecordHistory("a", "note", T0, {"when": T0}),))])
     assert store.find_instances(InstanceQuery()) == []
 
 
