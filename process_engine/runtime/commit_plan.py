@@ -39,6 +39,7 @@ from process_engine.runtime.trace_context import trace_id as stored_trace_id
 # standard library instead; built once, as json.dumps with options builds an encoder per call.
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _INSERTED = "inserted"
 _dumps = orjson.dumps
@@ -185,9 +186,15 @@ def to_json_text(value: Any, what: str | Callable[[], str]) -> str:
             text = _JSON.encode(value)
         except Exception as error:  # nested too deep, a cycle, a huge int: all are values jsonb won't take
             raise StoreError(f"{_described(what)} is not JSON-serialisable: {error}") from None
-    if "\\u0000" in text:  # jsonb cannot hold NUL characters
+    if holds_nul(text):  # jsonb cannot hold NUL characters
         raise StoreError(f"{_described(what)} contains a NUL character, which jsonb cannot store")
     return text
+
+
+def holds_nul(text: str) -> bool:
+    """Whether JSON text spells a NUL character: `\\u0000` after an even number of backslashes (a text
+    with a backslash before `u0000` spells the backslash, which jsonb takes)."""
+    return "\\u0000" in text and _NUL.search(text) is not None
 
 
 def _described(what: str | Callable[[], str]) -> str:
@@ -264,7 +271,7 @@ class _Planner:
                     data = _dumps(data, option=_ORJSON_OPTIONS).decode()
                 except TypeError:
                     data = to_json_text(data, f"history data of {event_type}")
-                if "\\u0000" in data:
+                if "\\u0000" in data and holds_nul(data):  # the substring first: a call per row costs more
                     raise StoreError(f"history data of {event_type} contains a NUL character, which jsonb cannot store")
             text = times.get(at)
             if text is None:

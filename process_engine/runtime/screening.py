@@ -238,6 +238,8 @@ class ScreenedBatch:
                 keys = set(column)
                 keys.discard(None)
                 held = sets.get(definition.id)
+                if not keys:
+                    continue  # no definition without keys: a batch that names none need not wait for the index
                 if held is None:
                     sets[definition.id] = keys
                 else:

@@ -184,6 +184,11 @@ def test_values_that_are_not_json_or_naive_times_are_refused(store: InstanceStor
     with pytest.raises(StoreError, match="history data of note is not JSON"):
         store.commit([Step(instance(), None, (RecordHistory("a", "note", T0, {"when": T0}),))])
     assert store.find_instances(InstanceQuery()) == []
+    odd = instance(variables={"path": "C:\\u0000dir", "nul": "\\\\u0000"})  # backslashes before `u0000`: no NUL
+    store.commit([Step(odd, None, (RecordHistory("a", "note", T0, dict(odd.variables)),))])
+    assert store.load(odd.id).variables == odd.variables and store.history(odd.id)[0].data == odd.variables
+    with pytest.raises(StoreError, match="NUL"):  # a backslash, then a NUL
+        store.commit([Step(instance(), None, (RecordHistory("a", "note", T0, {"text": "\\\x00"}),))])
 
 
 def test_numbers_json_cannot_spell_become_null_and_big_integers_survive(store: InstanceStore) -> None:

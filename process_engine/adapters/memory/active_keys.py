@@ -27,7 +27,9 @@ class MemoryActiveKeys:
         found = self.store.active_by_keys(pairs)
         return [pair for pair in pairs if pair in found]
 
-    __call__ = possibly_active  # the filter a sync answers with
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The filter a sync answers with: `possibly_active`."""
+        return self.possibly_active(pairs)
 
     def keys(self, definition_id: str, keys: Collection[str]) -> list[str]:
         """The keys, of these of one definition, with an active instance now."""
