@@ -328,8 +328,6 @@ class KeyFilter(Protocol):
         """The keys, of these of one definition, that may have one: a batch's keys without a pair built for each."""
 
 
-
-
 class PendingSync(Protocol):
     """An `ActiveKeys.start_sync` under way: `result` gives its filter (once it has caught up); `close` lets it go."""
 

@@ -42,9 +42,9 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | or
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _INSERTED = "inserted"
-_dumps = orjson.dumps
-_row = tuple.__new__
 _DELETED = "deleted"
+_dumps = orjson.dumps
+_row = tuple.__new__  # a NamedTuple's own __new__ is a Python function
 
 
 class InstanceRow(NamedTuple):

